@@ -1,0 +1,50 @@
+"""lipsync: make the lips of a person in a video or photo follow any audio, with Wav2Lip.
+
+The API loads the model once and syncs many clips:
+
+    from lipsync import LipSync, Options
+    engine = LipSync()                      # finds or downloads wav2lip_gan.pth
+    result = engine.sync("face.mp4", "speech.wav", "out.mp4",
+                         options=Options(pads=(0, 20, 0, 0)),
+                         progress=lambda stage, done, total: print(stage, done, total))
+    print(result.summary())
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .errors import LipSyncError
+from .faces import FaceDetector, make_detector
+from .model import Wav2Lip, load_model
+from .pipeline import Options, ProgressCallback, SyncResult, resolve_device, run
+from .weights import resolve_checkpoint
+
+__all__ = ["LipSync", "LipSyncError", "Options", "SyncResult", "load_model", "resolve_checkpoint"]
+
+
+class LipSync:
+    """A loaded model (and its face detectors) ready to sync any number of clips."""
+
+    def __init__(self, checkpoint: str | None = None, device: str = "auto", allow_download: bool = True) -> None:
+        self.device = resolve_device(device)
+        self.checkpoint_path = resolve_checkpoint(checkpoint, download=allow_download)
+        self.model: Wav2Lip = load_model(self.checkpoint_path, self.device)
+        self.allow_download = allow_download
+        self._detectors: dict[tuple[str, int], tuple[FaceDetector, str]] = {}
+
+    def detector(self, name: str = "auto", batch_size: int = 16) -> tuple[FaceDetector, str]:
+        """The face detector for `name`, built once and reused by later jobs."""
+        key = (name, batch_size)
+        if key not in self._detectors:
+            self._detectors[key] = make_detector(name, self.device, batch_size, self.allow_download)
+        return self._detectors[key]
+
+    def sync(self, face: str, audio: str, outfile: str, options: Options | None = None,
+             progress: ProgressCallback | None = None, **overrides) -> SyncResult:
+        """Lip-sync one clip. `overrides` are Options fields, e.g. pads=(0, 20, 0, 0), blend='feather'."""
+        options = replace(options or Options(), **overrides)
+        options.validate()
+        detector, note = (None, "") if options.fixed_box else self.detector(options.detector,
+                                                                            options.face_det_batch_size)
+        return run(face, audio, outfile, self.model, self.device, options, detector, note, progress)

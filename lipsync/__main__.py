@@ -1,0 +1,123 @@
+"""The command line: `python -m lipsync --face F --audio A --outfile O.mp4`.
+
+It takes the flags of the official Wav2Lip inference.py with the same meanings, plus
+--blend, --device and --detector. Exit status 0 means the output file is complete;
+any problem is one sentence on stderr and a non-zero status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .blend import BLEND_MODES
+from .errors import LipSyncError
+from .faces import DETECTORS
+from .weights import CHECKPOINTS, DEFAULT_CHECKPOINT
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "y", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "n", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got '{value}'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m lipsync",
+        description="Lip-sync the face in a video or photo to an audio track with Wav2Lip. "
+                    "Takes the official Wav2Lip inference.py flags.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--face", required=True, help="video or photo containing the face (any format ffmpeg or "
+                                                 "OpenCV reads; photos are recognised by content)")
+    p.add_argument("--audio", required=True, help="audio file, or a video whose sound track to use")
+    p.add_argument("--outfile", default="results/result_voice.mp4", help="where to write the MP4 result")
+    p.add_argument("--checkpoint_path", default=None,
+                   help=f"Wav2Lip checkpoint file, or a name ({', '.join(CHECKPOINTS)}). When omitted: "
+                        f"$LIPSYNC_CHECKPOINT, then weights/{CHECKPOINTS[DEFAULT_CHECKPOINT].filename}, "
+                        "then a download from the Hugging Face Hub")
+    p.add_argument("--static", type=_bool, nargs="?", const=True, default=False,
+                   help="use only the first frame of the face video (always so for a photo)")
+    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output when the face is a photo")
+    p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="pixels added to the detected face box; raise BOTTOM until the chin is inside")
+    p.add_argument("--face_det_batch_size", type=int, default=16, help="frames per face-detection batch")
+    p.add_argument("--wav2lip_batch_size", type=int, default=128, help="faces per Wav2Lip model batch")
+    p.add_argument("--resize_factor", type=int, default=1,
+                   help="divide the resolution by this first (2 turns 1080p into 540p); often better and faster")
+    p.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="keep only this region of the frame (after resize and rotate); -1 means to the edge. "
+                        "Useful when several faces are visible")
+    p.add_argument("--box", type=int, nargs=4, default=[-1, -1, -1, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
+                   help="use this fixed face box instead of detection (pads are not added); for a face that "
+                        "is not detected and hardly moves")
+    p.add_argument("--rotate", action="store_true", help="turn frames 90 degrees clockwise first (phone videos "
+                                                         "that come out sideways)")
+    p.add_argument("--nosmooth", action="store_true", help="do not average face boxes over 5 frames (for fast "
+                                                           "motion)")
+    p.add_argument("--blend", choices=BLEND_MODES, default="box",
+                   help="how the generated mouth is pasted: 'box' exactly as the original; 'feather' fades the "
+                        "box edges into the frame")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu", "mps"), default="auto", help="where the models run")
+    p.add_argument("--detector", choices=DETECTORS, default="auto",
+                   help="face detector: 's3fd' (what Wav2Lip was trained with; downloads 90 MB once), 'haar' "
+                        "(OpenCV, no download), 'auto' (s3fd when available, else haar)")
+    p.add_argument("--quiet", action="store_true", help="print only errors")
+    return p
+
+
+def _progress_printer(quiet: bool):
+    state = {"stage": None, "last": 0.0}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if quiet:
+            return
+        now = time.monotonic()
+        if stage != state["stage"] or done >= total or now - state["last"] > 1.0:
+            end = "\n" if done >= total else ""
+            print(f"\r{stage}: {done}/{total}", end=end, file=sys.stderr, flush=True)
+            state.update(stage=stage, last=now)
+
+    return progress
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from . import LipSync, Options
+
+        options = Options(static=args.static, fps=args.fps, pads=tuple(args.pads),
+                          face_det_batch_size=args.face_det_batch_size, wav2lip_batch_size=args.wav2lip_batch_size,
+                          resize_factor=args.resize_factor, crop=tuple(args.crop), box=tuple(args.box),
+                          rotate=args.rotate, nosmooth=args.nosmooth, blend=args.blend, detector=args.detector)
+        options.validate()
+        out_dir = os.path.dirname(os.path.abspath(args.outfile))
+        os.makedirs(out_dir, exist_ok=True)
+        engine = LipSync(args.checkpoint_path, device=args.device)
+        if not args.quiet:
+            print(f"Model {engine.checkpoint_path} on {engine.device}", file=sys.stderr)
+        result = engine.sync(args.face, args.audio, args.outfile, options, progress=_progress_printer(args.quiet))
+    except LipSyncError as err:
+        print(f"Error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("Stopped; no output was written.", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug: say so in one line, keep the traceback for those who ask
+        if os.environ.get("LIPSYNC_DEBUG"):
+            raise
+        print(f"Unexpected error ({type(err).__name__}: {err}). This is a bug in lipsync; rerun with "
+              "LIPSYNC_DEBUG=1 for the details and report them.", file=sys.stderr)
+        return 3
+    if not args.quiet:
+        print(f"Face detector: {result.detector}", file=sys.stderr)
+        print(f"Wrote {result.outfile}: {result.summary()}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

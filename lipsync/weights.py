@@ -1,0 +1,125 @@
+"""Finding checkpoints on disk, or downloading them from the Hugging Face Hub with a checksum.
+
+Search order for the Wav2Lip checkpoint: an explicit path, the LIPSYNC_CHECKPOINT
+environment variable, the weights/ folder, then a download into weights/. The authors'
+own links are dead; the files below are byte-identical mirrors on the Hub, pinned by
+repository, file name, size and SHA256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LipSyncError
+
+WEIGHTS_DIR = Path(os.environ.get("LIPSYNC_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
+CHECKPOINT_ENV = "LIPSYNC_CHECKPOINT"
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A file pinned on the Hugging Face Hub: where it lives and what its bytes must be."""
+
+    filename: str
+    repo_id: str
+    repo_path: str
+    sha256: str
+    size: int
+
+    @property
+    def url(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.repo_path}"
+
+
+CHECKPOINTS: dict[str, HubFile] = {
+    "wav2lip_gan": HubFile("wav2lip_gan.pth", "Nekochu/Wav2Lip", "wav2lip_gan.pth",
+                           "ca9ab7b7b812c0e80a6e70a5977c545a1e8a365a6c49d5e533023c034d7ac3d8", 435_801_865),
+    "wav2lip": HubFile("wav2lip.pth", "Nekochu/Wav2Lip", "wav2lip.pth",
+                       "b78b681b68ad9fe6c6fb1debc6ff43ad05834a8af8a62ffc4167b7b34ef63c37", 435_807_851),
+}
+DEFAULT_CHECKPOINT = "wav2lip_gan"
+
+S3FD = HubFile("s3fd-619a316812.pth", "camenduru/Wav2Lip", "checkpoints/s3fd-619a316812.pth",
+               "619a31681264d3f7f7fc7a16a42cbbe8b23f31a256f75a366e5a1bcd59b33543", 89_843_225)
+
+
+def sha256_of(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def available_checkpoints() -> list[str]:
+    """Names of the known checkpoints already in weights/ (what the app can offer without a download)."""
+    return [name for name, hub in CHECKPOINTS.items() if (WEIGHTS_DIR / hub.filename).is_file()]
+
+
+def resolve_checkpoint(spec: str | None = None, download: bool = True) -> str:
+    """The path of the Wav2Lip checkpoint to load.
+
+    `spec` is a file path or a known name ('wav2lip', 'wav2lip_gan'). A path given
+    explicitly is used as is (a missing file is an error, never silently replaced);
+    a name, or nothing, is looked up in the environment, then weights/, then downloaded.
+    """
+    if spec and spec not in CHECKPOINTS:
+        return spec
+    if not spec and os.environ.get(CHECKPOINT_ENV):
+        return os.environ[CHECKPOINT_ENV]
+    hub = CHECKPOINTS[spec or DEFAULT_CHECKPOINT]
+    local = WEIGHTS_DIR / hub.filename
+    if local.is_file():
+        return str(local)
+    if not download:
+        raise LipSyncError(_manual_hint(hub, "is not in the weights/ folder"))
+    return str(download_file(hub))
+
+
+def find_s3fd(download: bool) -> str | None:
+    """A local S3FD weights file (weights/ or torch's hub cache), or one downloaded now, or None."""
+    import torch.hub
+
+    candidates = [WEIGHTS_DIR / S3FD.filename, WEIGHTS_DIR / "s3fd.pth",
+                  Path(torch.hub.get_dir()) / "checkpoints" / S3FD.filename]
+    for path in candidates:
+        if path.is_file() and path.stat().st_size > 0:
+            return str(path)
+    if not download:
+        return None
+    try:
+        return str(download_file(S3FD))
+    except LipSyncError:
+        return None
+
+
+def _manual_hint(hub: HubFile, problem: str) -> str:
+    return (f"The checkpoint {hub.filename} {problem}. Download it by hand from {hub.url} "
+            f"({hub.size:,} bytes) and put it in {WEIGHTS_DIR}/, or pass --checkpoint_path.")
+
+
+def download_file(hub: HubFile) -> Path:
+    """Fetch a pinned file into weights/ with a progress bar; keep it only if its SHA256 matches."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise LipSyncError(_manual_hint(hub, "is not in the weights/ folder and HF_HUB_OFFLINE is set"))
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:  # pragma: no cover - huggingface_hub is in requirements.txt
+        raise LipSyncError(_manual_hint(hub, "is missing and huggingface_hub is not installed")) from None
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    print(f"Downloading {hub.filename} ({hub.size / 1e6:.0f} MB) from the Hugging Face Hub ({hub.repo_id}) ...",
+          flush=True)
+    try:
+        fetched = Path(hf_hub_download(repo_id=hub.repo_id, filename=hub.repo_path, local_dir=WEIGHTS_DIR))
+    except Exception as err:  # network, auth, missing repo: all mean the same thing to the user
+        raise LipSyncError(_manual_hint(hub, f"could not be downloaded ({type(err).__name__})")) from None
+    if fetched.stat().st_size != hub.size or sha256_of(fetched) != hub.sha256:
+        fetched.unlink()
+        raise LipSyncError(_manual_hint(hub, "was downloaded but its checksum does not match (damaged download)"))
+    target = WEIGHTS_DIR / hub.filename
+    if fetched != target:
+        os.replace(fetched, target)
+    return target

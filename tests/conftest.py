@@ -1,0 +1,50 @@
+"""Session-wide test data, made once: a random checkpoint in the official layout, clips, speech."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+import media  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="session")
+def checkpoint(data_dir) -> Path:
+    return media.make_checkpoint(data_dir / "random_wav2lip.pth")
+
+
+@pytest.fixture(scope="session")
+def speech(data_dir) -> Path:
+    return media.make_speech(data_dir / "speech.wav", seconds=2.0)
+
+
+@pytest.fixture(scope="session")
+def face_video(data_dir) -> Path:
+    return media.make_face_video(data_dir / "face.mp4", seconds=1.2, fps=25)
+
+
+@pytest.fixture(scope="session")
+def face_photo(data_dir) -> Path:
+    path = data_dir / "astronaut.jpg"
+    cv2.imwrite(str(path), media.astronaut_bgr())
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(checkpoint):
+    from lipsync import LipSync
+
+    return LipSync(str(checkpoint), device="cpu", allow_download=False)

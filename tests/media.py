@@ -1,0 +1,132 @@
+"""Test and benchmark data made on the spot: a random checkpoint, face clips, speech.
+
+Nothing here touches the network. The face is scikit-image's astronaut photo (a
+public-domain NASA portrait), panned and zoomed so the face moves with known geometry.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import wave
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from lipsync.video import ffmpeg_exe
+
+SHARED_LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "wav2lip_state_dict.json"
+
+
+def astronaut_bgr() -> np.ndarray:
+    import skimage.data
+
+    return cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def make_checkpoint(path: Path, seed: int = 0, legacy_format: bool = True) -> Path:
+    """A Wav2Lip checkpoint with random weights in the official layout.
+
+    {'state_dict': {'module.<name>': tensor}, 'optimizer': …, 'global_step': …, 'global_epoch': …},
+    saved in torch's legacy (pre-1.6, non-zip) format by default, like the official files.
+    """
+    from lipsync.model import Wav2Lip
+
+    torch.manual_seed(seed)
+    model = Wav2Lip()
+    for module in model.modules():  # random but sane batch-norm statistics, so outputs are not saturated
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    checkpoint = {"state_dict": state, "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "params": [0]}]},
+                  "global_step": 1, "global_epoch": 1}
+    torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy_format)
+    return path
+
+
+def official_key_layout() -> list[tuple[str, list[int]]]:
+    return [(k, s) for k, s in json.loads(SHARED_LAYOUT.read_text())["state_dict"]]
+
+
+def pan_zoom_frames(n: int, size: tuple[int, int] = (320, 240), seed: int = 0):
+    """Frames of the astronaut seen through a moving, zooming window (BGR, width x height = size)."""
+    photo = astronaut_bgr()
+    width, height = size
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi)
+    for i in range(n):
+        t = i / max(1, n - 1)
+        zoom = 1.0 + 0.15 * np.sin(2 * np.pi * t + phase)
+        cx = 223 + 12 * np.sin(4 * np.pi * t)
+        cy = 150 + 8 * np.cos(4 * np.pi * t)
+        half_w = 170 / zoom
+        half_h = half_w * height / width
+        matrix = np.array([[width / (2 * half_w), 0, -(cx - half_w) * width / (2 * half_w)],
+                           [0, height / (2 * half_h), -(cy - half_h) * height / (2 * half_h)]])
+        yield cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def write_video(path: Path, frames, fps: str | float, size: tuple[int, int], audio: Path | None = None,
+                extra: list[str] | None = None) -> Path:
+    """Encode BGR frames to a file with ffmpeg (H.264 unless `extra` says otherwise)."""
+    width, height = size
+    cmd = [ffmpeg_exe(), "-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{width}x{height}",
+           "-framerate", str(fps), "-i", "-"]
+    if audio is not None:
+        cmd += ["-i", str(audio), "-map", "0:v", "-map", "1:a", "-c:a", "aac", "-shortest"]
+    cmd += (extra or ["-c:v", "libx264", "-preset", "ultrafast", "-crf", "12", "-pix_fmt", "yuv420p"]) + [str(path)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE)
+    for frame in frames:
+        proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+    proc.stdin.close()
+    assert proc.wait() == 0, f"ffmpeg failed writing {path}"
+    return path
+
+
+def make_face_video(path: Path, seconds: float = 2.0, fps: str | float = 25, size=(320, 240),
+                    audio: Path | None = None) -> Path:
+    n = int(round(seconds * float(eval(str(fps)) if isinstance(fps, str) else fps)))
+    return write_video(path, pan_zoom_frames(n, size), fps, size, audio)
+
+
+def speech_samples(seconds: float, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """Speech-like sound without a TTS engine: voiced syllables (harmonics of a moving pitch) and pauses."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    pitch = 120 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 12))
+    syllables = (np.sin(2 * np.pi * 3.5 * t + rng.uniform(0, 6)) > -0.2).astype(float)
+    envelope = np.convolve(syllables, np.ones(400) / 400, mode="same")
+    noise = rng.normal(0, 0.02, size=t.shape)
+    return (0.3 * voice / 3 * envelope + noise * envelope).astype(np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000, channels: int = 1) -> Path:
+    data = np.clip(samples, -1, 1)
+    if channels > 1:
+        data = np.repeat(data[:, None], channels, axis=1)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((data * 32767).astype("<i2").tobytes())
+    return path
+
+
+def make_speech(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
+    """Real synthetic speech from espeak-ng when installed, else speech-like tones; always `seconds` long."""
+    espeak = shutil.which("espeak-ng")
+    if espeak:
+        raw = path.with_suffix(".espeak.wav")
+        text = "The quick brown fox jumps over the lazy dog while we test lip sync. " * 6
+        subprocess.run([espeak, "-s", "150", "-w", str(raw), text], check=True, capture_output=True)
+        subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-i", str(raw), "-t", f"{seconds}", "-ar", str(rate),
+                        "-ac", "1", "-af", "apad", str(path)], check=True)
+        raw.unlink()
+        return path
+    return write_wav(path, speech_samples(seconds, rate), rate)
