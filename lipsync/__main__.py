@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=DETECTORS, default="auto",
                    help="face detector: 's3fd' (what Wav2Lip was trained with; downloads 90 MB once), 'haar' "
                         "(OpenCV, no download), 'auto' (s3fd when available, else haar)")
+    p.add_argument("--allow_silence", action="store_true",
+                   help="sync silent or near-silent audio instead of stopping with an error")
+    p.add_argument("--max_seconds", type=float, default=0.0, help="refuse audio longer than this (0: no limit)")
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p
 
@@ -93,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         options = Options(static=args.static, fps=args.fps, pads=tuple(args.pads),
                           face_det_batch_size=args.face_det_batch_size, wav2lip_batch_size=args.wav2lip_batch_size,
                           resize_factor=args.resize_factor, crop=tuple(args.crop), box=tuple(args.box),
-                          rotate=args.rotate, nosmooth=args.nosmooth, blend=args.blend, detector=args.detector)
+                          rotate=args.rotate, nosmooth=args.nosmooth, blend=args.blend, detector=args.detector,
+                          allow_silence=args.allow_silence, max_seconds=args.max_seconds)
         options.validate()
         out_dir = os.path.dirname(os.path.abspath(args.outfile))
         os.makedirs(out_dir, exist_ok=True)

@@ -60,6 +60,22 @@ def load_audio(path: str) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+SILENCE_PEAK = 10 ** (-50 / 20)  # a peak under -50 dBFS: nothing a mouth could follow
+
+
+def check_audio(wav: np.ndarray, path: str, max_seconds: float = 0.0, allow_silence: bool = False) -> None:
+    """Refuse audio that would give a useless or unbounded job, with the way out in the message."""
+    seconds = len(wav) / SAMPLE_RATE
+    if max_seconds and seconds > max_seconds:
+        raise LipSyncError(f"The audio lasts {seconds:.0f} s, over the limit of {max_seconds:.0f} s. Trim it, "
+                           "or raise the limit (LIPSYNC_MAX_SECONDS).")
+    peak = float(np.abs(wav).max()) if len(wav) else 0.0
+    if not allow_silence and peak < SILENCE_PEAK:
+        level = f"{20 * np.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
+        raise LipSyncError(f"The audio '{path}' is silent (peak {level}), so the mouth would not move. Use a "
+                           "recording with speech, or pass --allow_silence to sync it anyway.")
+
+
 _MEL_BASIS: np.ndarray | None = None
 
 

@@ -43,6 +43,8 @@ class Options:
     nosmooth: bool = False  # do not average boxes over 5 frames
     blend: str = "box"
     detector: str = "auto"
+    max_seconds: float = 0.0  # refuse audio longer than this (0 = no limit); the app sets one
+    allow_silence: bool = False  # sync silent audio anyway (a closed, still mouth)
 
     def validate(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -259,6 +261,7 @@ def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, option
                            "with a face as the face input.")
     progress("Reading audio", 0, 1)
     wav = audio_mod.load_audio(audio)
+    audio_mod.check_audio(wav, audio, options.max_seconds, options.allow_silence)
     fps = options.fps if info.is_image else info.fps
     if not fps or fps <= 0:
         raise LipSyncError(f"Could not read the frame rate of '{face}'. Re-export it as MP4 and try again.")

@@ -290,3 +290,29 @@ class VideoWriter:
             raise LipSyncError("No frame was produced, so no video was written.")
         os.chmod(self.partial, 0o644)  # mkstemp makes it private; the result is an ordinary file
         os.replace(self.partial, self.outfile)
+
+
+def browser_copy(info: MediaInfo, outfile: str, audio_path: str | None = None, seconds: float = 0.0) -> str:
+    """An H.264/AAC MP4 of the original face input that any browser plays, for side-by-side viewing.
+
+    A video keeps its own sound; a photo becomes a still clip of `seconds` over `audio_path`.
+    """
+    even = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
+    if info.is_image:
+        cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-loop", "1", "-framerate", "25", "-i", info.path]
+        if audio_path:
+            cmd += ["-i", audio_path, "-map", "0:v", "-map", "1:a:0", "-c:a", "aac"]
+        cmd += ["-t", f"{max(seconds, 0.04):.3f}", "-vf", even, "-c:v", "libx264", "-tune", "stillimage"]
+    else:
+        cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", info.path, "-map", "0:v:0", "-map", "0:a:0?",
+               "-vf", even, "-c:v", "libx264", "-c:a", "aac"]
+    cmd += ["-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4"]
+    partial = outfile + ".partial"
+    proc = subprocess.run(cmd + [partial], capture_output=True)
+    if proc.returncode != 0:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise LipSyncError(f"Could not convert '{info.path}' for display: "
+                           f"{proc.stderr.decode(errors='replace').strip()[-200:]}")
+    os.replace(partial, outfile)
+    return outfile

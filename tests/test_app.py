@@ -1,0 +1,164 @@
+"""The web app: its handler in-process, over real HTTP with gradio_client, and in headless Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from lipsync.video import probe_media, read_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+ARTIFACTS = Path(os.environ.get("LIPSYNC_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
+DEFAULTS = dict(pad_top=0, pad_bottom=10, pad_left=0, pad_right=0, resize=1, smooth=True, blend="box",
+                device="cpu", detector="haar", box_top=-1, box_bottom=-1, box_left=-1, box_right=-1)
+
+
+@pytest.fixture(scope="module")
+def app_module(checkpoint, monkeypatch_module):
+    monkeypatch_module.setenv("LIPSYNC_CHECKPOINT", str(checkpoint))
+    import app
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def _call(app, face_video=None, face_photo=None, audio=None, **settings):
+    values = {**DEFAULTS, **settings}
+    return app.lipsync(face_video, face_photo, audio, values["pad_top"], values["pad_bottom"], values["pad_left"],
+                       values["pad_right"], values["resize"], app.CUSTOM, values["smooth"], values["blend"],
+                       values["device"], values["detector"], values["box_top"], values["box_bottom"],
+                       values["box_left"], values["box_right"], progress=lambda *a, **k: None)
+
+
+def test_app_builds_with_named_endpoint(app_module):
+    demo = app_module.build_app()
+    config = demo.get_config_file()
+    assert any(dep.get("api_name") == "lipsync" for dep in config["dependencies"])
+
+
+def test_handler_runs_end_to_end_on_a_photo(app_module):
+    original, result, download, stats = _call(app_module, face_photo=str(EXAMPLES / "astronaut.jpg"),
+                                              audio=str(EXAMPLES / "speech.wav"))
+    info = probe_media(result)
+    assert info.has_audio and (info.width, info.height) == (512, 512)
+    assert probe_media(original).has_video and download == result
+    assert "without a face" in stats and "haar" in stats
+
+
+def test_handler_turns_bad_input_into_gr_error(app_module, tmp_path):
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="Upload a face"):
+        _call(app_module, audio=str(EXAMPLES / "speech.wav"))
+    silent = tmp_path / "silence.wav"
+    import media
+    import numpy as np
+    media.write_wav(silent, np.zeros(16000, np.float32))
+    with pytest.raises(gr.Error, match="silent"):
+        _call(app_module, face_photo=str(EXAMPLES / "astronaut.jpg"), audio=str(silent))
+    # a failed job does not break the next one
+    _, result, _, _ = _call(app_module, face_video=str(EXAMPLES / "astronaut.mp4"), audio=str(EXAMPLES / "speech.wav"))
+    assert len(list(read_frames(probe_media(result)))) > 0
+
+
+def test_preview_draws_the_padded_box(app_module):
+    image, note, cache = app_module.preview(None, str(EXAMPLES / "astronaut.jpg"), 0, 10, 0, 0, 1, "haar", "cpu",
+                                            -1, -1, -1, -1, {})
+    assert image.shape == (512, 512, 3) and "haar" in note
+    again, _, cache2 = app_module.preview(None, str(EXAMPLES / "astronaut.jpg"), 0, 60, 0, 0, 1, "haar", "cpu",
+                                          -1, -1, -1, -1, cache)
+    assert cache2 is cache  # no second detection when only the pads change
+    assert (again != image).any()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint, tmp_path_factory):
+    port = _free_port()
+    env = dict(os.environ, LIPSYNC_CHECKPOINT=str(checkpoint), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
+               LIPSYNC_OUTPUT_DIR=str(tmp_path_factory.mktemp("app_out")))
+    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None, "the app exited at start-up"
+            time.sleep(0.5)
+    else:
+        raise AssertionError("the app did not start within 120 s")
+    yield url
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+    log.close()
+
+
+def test_http_api_with_gradio_client(server, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False, download_files=str(tmp_path))
+    original, result, download, stats = client.predict(
+        None, handle_file(str(EXAMPLES / "astronaut.jpg")), handle_file(str(EXAMPLES / "speech.wav")),
+        0, 10, 0, 0, 1, "custom ($LIPSYNC_CHECKPOINT)", True, "box", "cpu", "haar", -1, -1, -1, -1,
+        api_name="/lipsync")
+    path = result["video"] if isinstance(result, dict) else result
+    info = probe_media(path)
+    assert info.has_audio and info.has_video and (info.width, info.height) == (512, 512)
+    assert len(list(read_frames(info))) == 72  # 3.0 s of speech: 241 mel frames, 72 windows at 25 fps
+    assert "72 frames" in stats
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"), reason="Debian's chromium is not installed")
+def test_browser_upload_click_and_watch(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server, wait_until="load", timeout=60_000)
+        page.get_by_role("button", name="Sync lips").wait_for(timeout=60_000)
+        page.get_by_role("tab", name="Photo").click()
+        inputs = page.locator("input[type=file]")
+        # file inputs in page order: the photo (visible tab) and the audio
+        page.locator("input[type=file][accept*='image']").first.set_input_files(str(EXAMPLES / "astronaut.jpg"))
+        page.locator("input[type=file][accept*='audio']").first.set_input_files(str(EXAMPLES / "speech.wav"))
+        assert inputs.count() >= 2
+        page.get_by_text("Green: with padding").wait_for(timeout=60_000)  # the box preview appeared
+        page.get_by_role("button", name="Sync lips").click()
+        page.get_by_text("without a face").wait_for(timeout=240_000)
+        videos = page.locator("video")
+        assert videos.count() >= 2  # original and result, side by side
+        page.screenshot(path=str(ARTIFACTS / "app_result.png"), full_page=True)
+        browser.close()
+    assert (ARTIFACTS / "app_result.png").stat().st_size > 10_000
