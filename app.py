@@ -140,7 +140,8 @@ def lipsync(face_video, face_photo, audio, pad_top, pad_bottom, pad_left, pad_ri
     s = result.seconds
     stats = (f"**{result.frames} frames** ({result.frames / result.fps:.1f} s, {result.width}x{result.height}) · "
              f"{result.frames_without_face} without a face · detector: {result.detector} · device: {result.device} · "
-             f"{s['total']:.1f} s (audio {s['audio']:.1f}, faces {s['detect']:.1f}, sync + encode {s['sync+encode']:.1f})")
+             f"{s['total']:.1f} s (audio {s['audio']:.1f}, faces {s.get('detect pass', 0):.1f}, "
+             f"sync + encode {s['sync pass']:.1f})")
     if result.frames_without_face:
         gr.Warning(f"No face was found in {result.frames_without_face} frames; they were left unchanged.")
     return original, str(outfile), str(outfile), stats

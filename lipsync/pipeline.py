@@ -9,15 +9,19 @@ the audio is shorter, exactly as in the official inference.py.
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
 
 import cv2
 import numpy as np
 import torch
 
 from . import audio as audio_mod
+from . import cache
 from .blend import BLEND_MODES, paste
 from .errors import LipSyncError
 from .faces import Crop, FaceDetector, crops_from_detections, make_detector
@@ -25,6 +29,7 @@ from .model import IMG_SIZE, Wav2Lip
 from .video import MediaInfo, VideoWriter, probe_media, read_frames, read_image
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,12 +104,99 @@ def resolve_device(name: str = "auto") -> str:
     return name
 
 
+class StageTimes:
+    """Seconds each stage was busy, summed over threads: with overlap they add up to more than the wall time."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+
+    def timed(self, stage: str, items: Iterable[T]) -> Iterator[T]:
+        """Iterate `items`, charging the time spent producing each one to `stage`."""
+        iterator = iter(items)
+        try:
+            while True:
+                start = time.perf_counter()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    return
+                finally:
+                    self.add(stage, time.perf_counter() - start)
+                yield item
+        finally:
+            close = getattr(iterator, "close", None)
+            if close:
+                close()
+
+
+FRAME_BUDGET_BYTES = int(float(os.environ.get("LIPSYNC_FRAME_BUDGET_MB", "256")) * 2**20)  # frames held at once
+
+
+def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
+    """Iterate `items` on a background thread, `depth` ahead, so decoding overlaps the work on each item."""
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as err:  # handed to the consumer, raised there
+            q.put(err)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=0.05)
+        close = getattr(items, "close", None)
+        if close:
+            close()
+
+
+def frames_per_batch(options: Options, height: int, width: int) -> int:
+    """The model batch, capped so the full frames waiting for their faces stay within FRAME_BUDGET_BYTES.
+
+    The batch size does not change the output (batch norm runs in eval mode); the cap keeps
+    peak memory the same for a 1080p or a 4K clip as for a 720p one.
+    """
+    return max(1, min(options.wav2lip_batch_size, FRAME_BUDGET_BYTES // (height * width * 3)))
+
+
 class FaceSource:
     """The face input as a re-readable stream of prepared frames (resized, rotated, cropped)."""
 
-    def __init__(self, info: MediaInfo, options: Options) -> None:
+    def __init__(self, info: MediaInfo, options: Options, timings: StageTimes | None = None) -> None:
         self.info = info
         self.options = options
+        self.timings = timings or StageTimes()
         self._still = self.prepare(read_image(info.path)) if info.is_image else None
         self.count: Optional[int] = 1 if info.is_image else None  # known once the stream has ended
 
@@ -134,7 +226,7 @@ class FaceSource:
             yield self._still.copy()
             return
         n = 0
-        for frame in read_frames(self.info):
+        for frame in self.timings.timed("decode", read_frames(self.info)):
             yield self.prepare(frame)
             n += 1
             if self.options.static:
@@ -169,24 +261,46 @@ class FaceSource:
 
 
 def detect_crops(source: FaceSource, n_out: int, options: Options, detector: FaceDetector,
-                 progress: ProgressCallback) -> tuple[list[Crop | None], tuple[int, int]]:
-    """Crop boxes for each distinct frame the output uses, and the prepared frame size."""
+                 progress: ProgressCallback) -> tuple[list[Crop | None], tuple[int, int], bool]:
+    """Crop boxes for each distinct frame the output uses, the prepared frame size, and whether the cache served."""
     limit = 1 if source.static else n_out
-    estimate = 1 if source.static else min(n_out, max(1, round(source.info.duration * source.info.fps)) or n_out)
+    key = cache.cache_key(source.info.path, detector.name, options.resize_factor, options.rotate, options.crop,
+                          source.static)
+    hit = cache.load(key, limit)
+    if hit is not None:
+        detections, size = hit
+        progress("Detecting faces (cached)", len(detections), len(detections))
+    else:
+        detections, size = _detect_all(source, limit, options, detector, progress)
+        cache.store(key, detections, size, complete=len(detections) < limit)
+    crops = crops_from_detections(detections, options.pads, size[0], size[1], smooth=not options.nosmooth)
+    return crops, size, hit is not None
+
+
+def _detect_all(source: FaceSource, limit: int, options: Options, detector: FaceDetector,
+                progress: ProgressCallback) -> tuple[list, tuple[int, int]]:
+    estimate = 1 if source.static else min(limit, max(1, round(source.info.duration * source.info.fps)))
     detections: list = []
     batch: list[np.ndarray] = []
     size = (0, 0)
-    for frame in source.head(limit):
+
+    def detect(frames: list[np.ndarray]) -> list:
+        start = time.perf_counter()
+        found = detector.detect(frames)
+        source.timings.add("detect", time.perf_counter() - start)
+        return found
+
+    for frame in prefetch(source.head(limit), options.face_det_batch_size):
         size = frame.shape[:2]
         batch.append(frame)
         if len(batch) == options.face_det_batch_size:
-            detections += detector.detect(batch)
+            detections += detect(batch)
             batch = []
             progress("Detecting faces", len(detections), max(estimate, len(detections)))
     if batch:
-        detections += detector.detect(batch)
+        detections += detect(batch)
     progress("Detecting faces", len(detections), len(detections))
-    return crops_from_detections(detections, options.pads, size[0], size[1], smooth=not options.nosmooth), size
+    return detections, size
 
 
 def fixed_crop(options: Options, height: int, width: int) -> Crop:
@@ -223,23 +337,33 @@ def synthesize(source: FaceSource, windows: np.ndarray, crops: Sequence[Crop | N
     pending: list[tuple[np.ndarray, Optional[Crop], int]] = []  # frame, crop, window index
     no_face = 0
 
+    timings = source.timings
+
     def flush() -> None:
         faced = [(f, c, w) for f, c, w in pending if c is not None]
         if faced:
+            start = time.perf_counter()
             batch = np.stack([cv2.resize(f[c[0]:c[1], c[2]:c[3]], (IMG_SIZE, IMG_SIZE)) for f, c, _ in faced])
+            timings.add("crop+blend", time.perf_counter() - start)
+            start = time.perf_counter()
             faces = generator(batch, windows[[w for _, _, w in faced]])
+            timings.add("generate", time.perf_counter() - start)
+            start = time.perf_counter()
             for (frame, crop, _), face in zip(faced, faces):
                 paste(options.blend, frame, face, crop)
+            timings.add("crop+blend", time.perf_counter() - start)
         for frame, _, _ in pending:
             writer.write(frame)
         pending.clear()
         progress("Syncing lips", writer.frames_written, n_out)
 
-    for i, (index, frame) in enumerate(source.looped(n_out)):
+    batch_size = 0
+    for i, (index, frame) in enumerate(prefetch(source.looped(n_out), 8)):
+        batch_size = batch_size or frames_per_batch(options, *frame.shape[:2])
         crop = crops if isinstance(crops, tuple) else crops[index]
         no_face += crop is None
         pending.append((frame, crop, i))
-        if len(pending) == options.wav2lip_batch_size:
+        if len(pending) == batch_size:
             flush()
     if pending:
         flush()
@@ -252,7 +376,7 @@ def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, option
     """Lip-sync `face` (video or photo) to `audio` and write `outfile`; see the module docstring."""
     options.validate()
     progress = progress or (lambda stage, done, total: None)
-    seconds: dict[str, float] = {}
+    timings = StageTimes()
     t0 = time.perf_counter()
 
     info = probe_media(face)
@@ -266,9 +390,9 @@ def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, option
     if not fps or fps <= 0:
         raise LipSyncError(f"Could not read the frame rate of '{face}'. Re-export it as MP4 and try again.")
     windows = audio_mod.mel_windows(audio_mod.melspectrogram(wav), fps)
-    seconds["audio"] = time.perf_counter() - t0
+    timings.add("audio", time.perf_counter() - t0)
 
-    source = FaceSource(info, options)
+    source = FaceSource(info, options, timings)
     t1 = time.perf_counter()
     if options.fixed_box:
         height, width = next(source.frames()).shape[:2]
@@ -277,16 +401,18 @@ def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, option
     else:
         if detector is None:
             detector, detector_note = make_detector(options.detector, device, options.face_det_batch_size)
-        crops, (height, width) = detect_crops(source, len(windows), options, detector, progress)
-        detector_name = detector_note or detector.name
-    seconds["detect"] = time.perf_counter() - t1
+        crops, (height, width), cached = detect_crops(source, len(windows), options, detector, progress)
+        detector_name = (detector_note or detector.name) + (" [boxes from cache]" if cached else "")
+    timings.add("detect pass", time.perf_counter() - t1)
 
     t2 = time.perf_counter()
     with VideoWriter(outfile, width, height, fps, audio) as writer:
         no_face = synthesize(source, windows, crops, options, Generator(model, device), writer, progress)
         progress("Encoding", 0, 1)
     progress("Encoding", 1, 1)
-    seconds["sync+encode"] = time.perf_counter() - t2
-    seconds["total"] = time.perf_counter() - t0
+    timings.add("encode", writer.encode_seconds)
+    timings.add("sync pass", time.perf_counter() - t2)
+    timings.add("total", time.perf_counter() - t0)
     return SyncResult(outfile=outfile, frames=writer.frames_written, frames_without_face=no_face,
-                      detector=detector_name, device=device, fps=fps, width=width, height=height, seconds=seconds)
+                      detector=detector_name, device=device, fps=fps, width=width, height=height,
+                      seconds=timings.seconds)

@@ -9,9 +9,12 @@ beside the destination and moved into place only once ffmpeg has finished cleanl
 from __future__ import annotations
 
 import os
+import queue
 import re
 import subprocess
 import tempfile
+import threading
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -252,17 +255,40 @@ class VideoWriter:
         self._stderr = tempfile.TemporaryFile()
         self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._stderr)
         self.frames_written = 0
+        # A feeder thread writes to ffmpeg so that encoding overlaps the model; the queue bounds memory.
+        self._queue: queue.Queue = queue.Queue(maxsize=16)
+        self._feed_error: BaseException | None = None
+        self.encode_seconds = 0.0  # time spent waiting on ffmpeg to take frames: the encoder's busy time
+        self._feeder = threading.Thread(target=self._feed, daemon=True)
+        self._feeder.start()
+
+    def _feed(self) -> None:
+        while True:
+            frame = self._queue.get()
+            if frame is None:
+                return
+            if self._feed_error is None:
+                start = time.perf_counter()
+                try:
+                    self._proc.stdin.write(frame.data)
+                    self.encode_seconds += time.perf_counter() - start
+                except (BrokenPipeError, OSError, ValueError) as err:
+                    self._feed_error = err
 
     def write(self, frame: np.ndarray) -> None:
+        if self._feed_error is not None:
+            self._proc.wait()
+            raise LipSyncError(f"The video encoder stopped: {_last_error_line(self._stderr)}")
         if self.even_width != self.width or self.even_height != self.height:
             frame = np.pad(frame, ((0, self.even_height - self.height), (0, self.even_width - self.width), (0, 0)),
                            mode="edge")
-        try:
-            self._proc.stdin.write(np.ascontiguousarray(frame).data)
-        except (BrokenPipeError, OSError):
-            self._proc.wait()
-            raise LipSyncError(f"The video encoder stopped: {_last_error_line(self._stderr)}") from None
+        self._queue.put(np.ascontiguousarray(frame))
         self.frames_written += 1
+
+    def _stop_feeder(self) -> None:
+        if self._feeder.is_alive():
+            self._queue.put(None)
+            self._feeder.join()
 
     def __enter__(self) -> "VideoWriter":
         return self
@@ -272,14 +298,24 @@ class VideoWriter:
             if exc_type is None:
                 self._finish()
         finally:
-            if self._proc.poll() is None:
+            if self._proc.poll() is None:  # a failure before _finish: stop ffmpeg, which also unblocks the feeder
                 self._proc.kill()
-                self._proc.wait()
+            self._stop_feeder()
+            self._proc.wait()
+            if not self._proc.stdin.closed:
+                try:
+                    self._proc.stdin.close()
+                except OSError:
+                    pass
             self._stderr.close()
             if os.path.exists(self.partial):
                 os.remove(self.partial)
 
     def _finish(self) -> None:
+        self._stop_feeder()
+        if self._feed_error is not None:
+            self._proc.wait()
+            raise LipSyncError(f"The video encoder stopped: {_last_error_line(self._stderr)}")
         try:
             self._proc.stdin.close()
         except (BrokenPipeError, OSError):

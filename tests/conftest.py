@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -12,6 +13,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# detections cached by the tests stay out of the user's cache (~/.cache/lipsync)
+os.environ.setdefault("LIPSYNC_CACHE_DIR", tempfile.mkdtemp(prefix="lipsync-test-cache-"))
 
 import media  # noqa: E402
 

@@ -1,0 +1,70 @@
+"""Pipeline mechanics: detection cache, bounded prefetch, memory-capped batches, stage timings."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import media
+from lipsync import Options
+from lipsync.pipeline import FRAME_BUDGET_BYTES, frames_per_batch, prefetch
+
+
+def test_second_run_reuses_detections(engine, face_video, speech, tmp_path):
+    first = engine.sync(str(face_video), str(speech), str(tmp_path / "a.mp4"), Options(detector="haar"))
+    second = engine.sync(str(face_video), str(speech), str(tmp_path / "b.mp4"),
+                         Options(detector="haar", pads=(0, 30, 0, 0), blend="feather"))
+    assert "cache" not in first.detector and "[boxes from cache]" in second.detector
+    assert "detect" in first.seconds and "detect" not in second.seconds
+    assert second.frames == first.frames
+
+
+def test_other_detection_settings_do_not_hit_the_cache(engine, face_video, speech, tmp_path):
+    engine.sync(str(face_video), str(speech), str(tmp_path / "a.mp4"), Options(detector="haar"))
+    resized = engine.sync(str(face_video), str(speech), str(tmp_path / "b.mp4"), Options(detector="haar",
+                                                                                         resize_factor=2))
+    assert "cache" not in resized.detector
+
+
+def test_prefetch_keeps_order_and_propagates_errors():
+    assert list(prefetch(iter(range(50)), 4)) == list(range(50))
+
+    def broken():
+        yield 1
+        raise ValueError("decoder died")
+
+    with pytest.raises(ValueError, match="decoder died"):
+        list(prefetch(broken(), 2))
+
+
+def test_prefetch_stops_its_thread_when_abandoned():
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield 0
+        finally:
+            closed.set()
+
+    before = threading.active_count()
+    stream = prefetch(endless(), 2)
+    next(stream)
+    stream.close()
+    time.sleep(0.2)
+    assert closed.is_set() and threading.active_count() <= before
+
+
+def test_batches_are_capped_by_the_frame_memory_budget():
+    options = Options(wav2lip_batch_size=128)
+    assert frames_per_batch(options, 240, 320) == 128
+    uhd = frames_per_batch(options, 2160, 3840)
+    assert uhd * 2160 * 3840 * 3 <= FRAME_BUDGET_BYTES and uhd >= 1
+
+
+def test_result_reports_stage_timings(engine, face_photo, speech, tmp_path):
+    result = engine.sync(str(face_photo), str(speech), str(tmp_path / "a.mp4"), Options(detector="haar"))
+    for stage in ("audio", "generate", "crop+blend", "encode", "total"):
+        assert stage in result.seconds
