@@ -8,20 +8,28 @@ import time
 import pytest
 
 import media
-from lipsync import Options
+from lipsync import Options, cache
 from lipsync.pipeline import FRAME_BUDGET_BYTES, frames_per_batch, prefetch
 
 
-def test_second_run_reuses_detections(engine, face_video, speech, tmp_path):
+@pytest.fixture
+def empty_cache(monkeypatch, tmp_path):
+    """A detection cache of this test's own: other tests' runs on the same clips must not pre-fill it."""
+    monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "detections")
+    return tmp_path / "detections"
+
+
+def test_second_run_reuses_detections(engine, face_video, speech, tmp_path, empty_cache):
     first = engine.sync(str(face_video), str(speech), str(tmp_path / "a.mp4"), Options(detector="haar"))
     second = engine.sync(str(face_video), str(speech), str(tmp_path / "b.mp4"),
                          Options(detector="haar", pads=(0, 30, 0, 0), blend="feather"))
     assert "cache" not in first.detector and "[boxes from cache]" in second.detector
     assert "detect" in first.seconds and "detect" not in second.seconds
     assert second.frames == first.frames
+    assert len(list(empty_cache.glob("*.json"))) == 1
 
 
-def test_other_detection_settings_do_not_hit_the_cache(engine, face_video, speech, tmp_path):
+def test_other_detection_settings_do_not_hit_the_cache(engine, face_video, speech, tmp_path, empty_cache):
     engine.sync(str(face_video), str(speech), str(tmp_path / "a.mp4"), Options(detector="haar"))
     resized = engine.sync(str(face_video), str(speech), str(tmp_path / "b.mp4"), Options(detector="haar",
                                                                                          resize_factor=2))

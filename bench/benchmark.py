@@ -1,0 +1,211 @@
+"""Benchmark: stage and end-to-end speed of the engine against the limits of this machine.
+
+    .venv/bin/python bench/benchmark.py            # 10 s 720p and 60 s 1080p clips
+    .venv/bin/python bench/benchmark.py --quick    # 4 s 480p only, a smoke run
+
+It makes its own clips (the astronaut photo moved about, with speech), then for each
+clip, in one run on the same machine:
+- the limits: ffmpeg decoding the clip alone (to BGR frames, as the engine reads them),
+  ffmpeg encoding the same number of frames alone (same encoder settings, with audio),
+  and the generator alone on random input at the batch size the engine uses;
+- the engine with the default settings (fresh face detection), with a fixed --box (no
+  detection), and once more with the default settings (boxes from the detection cache);
+  each in a child process so its peak RSS (and peak GPU memory) is its own.
+It prints frames per second per stage and end to end, peak memory, and the ratio of the
+end-to-end rate to the slowest limit. Needs no network: the checkpoint has random
+weights (speed does not depend on the values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+CLIPS = {"10s-720p": (10.0, (1280, 720)), "60s-1080p": (60.0, (1920, 1080)), "4s-480p": (4.0, (854, 480))}
+
+
+def make_inputs(work: Path, name: str) -> tuple[Path, Path]:
+    import media
+
+    seconds, size = CLIPS[name]
+    speech = work / f"speech-{seconds:.0f}s.wav"
+    if not speech.exists():
+        media.make_speech(speech, seconds)
+    clip = work / f"{name}.mp4"
+    if not clip.exists():
+        frames = media.pan_zoom_frames(int(seconds * 25), size)
+        media.write_video(clip, frames, 25, size, audio=speech,
+                          extra=["-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p"])
+    return clip, speech
+
+
+def limit_decode(clip: Path) -> tuple[int, float]:
+    from lipsync.video import probe_media, read_frames
+
+    start = time.perf_counter()
+    n = sum(1 for _ in read_frames(probe_media(str(clip))))
+    return n, time.perf_counter() - start
+
+
+def limit_encode(clip: Path, speech: Path, n: int, work: Path) -> float:
+    from lipsync.video import VideoWriter, probe_media, read_frames
+
+    info = probe_media(str(clip))
+    frame = next(read_frames(info))
+    start = time.perf_counter()
+    with VideoWriter(str(work / "encode-only.mp4"), info.width, info.height, info.fps, str(speech)) as writer:
+        for _ in range(n):
+            writer.write(frame)
+    return time.perf_counter() - start
+
+
+def limit_generator(device: str, batch: int, n: int) -> float:
+    import numpy as np
+    import torch
+
+    from lipsync.model import Wav2Lip
+    from lipsync.pipeline import Generator
+
+    model = Wav2Lip().to(device).eval()
+    generate = Generator(model, device)
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (batch, 96, 96, 3), dtype=np.uint8)
+    mels = rng.normal(size=(batch, 80, 16)).astype(np.float32)
+    generate(crops[:2], mels[:2])  # warm-up
+    done, start = 0, time.perf_counter()
+    while done < n:
+        generate(crops, mels)
+        done += batch
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * n / done
+
+
+def child_run(args: argparse.Namespace) -> None:
+    """One engine run in this (child) process; prints a JSON line with its stats."""
+    import torch
+
+    from lipsync import LipSync, Options
+
+    engine = LipSync(args.checkpoint, device=args.device, allow_download=False)
+    box = tuple(args.box) if args.box else (-1, -1, -1, -1)
+    if engine.device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    result = engine.sync(args.face, args.audio, args.outfile, Options(box=box, detector=args.detector))
+    wall = time.perf_counter() - start
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if engine.device.startswith("cuda") else None
+    print("RESULT " + json.dumps({"frames": result.frames, "wall": wall, "seconds": result.seconds,
+                                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                                  "peak_gpu_mb": gpu, "detector": result.detector, "device": result.device}))
+
+
+def run_child(clip: Path, speech: Path, work: Path, checkpoint: Path, device: str, detector: str,
+              box: list[int] | None, cache_dir: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", "--face", str(clip), "--audio", str(speech),
+           "--outfile", str(work / "out.mp4"), "--checkpoint", str(checkpoint), "--device", device,
+           "--detector", detector]
+    if box:
+        cmd += ["--box", *map(str, box)]
+    env = dict(os.environ, LIPSYNC_CACHE_DIR=str(cache_dir), HF_HUB_OFFLINE="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"engine run failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[len("RESULT "):])
+
+
+def machine() -> str:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
+    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} (threads {torch.get_num_threads()}){gpu}"
+
+
+def fps(frames: int, seconds: float) -> str:
+    return f"{frames / seconds:8.1f}" if seconds > 0 else "       -"
+
+
+def bench_clip(name: str, work: Path, checkpoint: Path, device: str, detector: str) -> None:
+    from lipsync.pipeline import Options, frames_per_batch, resolve_device
+
+    device = resolve_device(device)
+    clip, speech = make_inputs(work, name)
+    n, t_decode = limit_decode(clip)
+    t_encode = limit_encode(clip, speech, n, work)
+    height, width = CLIPS[name][1][1], CLIPS[name][1][0]
+    batch = frames_per_batch(Options(), height, width)
+    t_gen = limit_generator(device, batch, n)
+    limits = {"decode alone": n / t_decode, "encode alone": n / t_encode, f"generator alone (batch {batch})": n / t_gen}
+    slowest = min(limits, key=limits.get)
+
+    print(f"\n## {name}: {n} frames, {width}x{height}, 25 fps, device {device}")
+    for label, rate in limits.items():
+        print(f"limit  {label:<28} {rate:8.1f} fps")
+    cache_dir = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=work))
+    box = [int(height * 0.2), int(height * 0.75), int(width * 0.35), int(width * 0.65)]
+    runs = [("default (detect)", detector, None), ("fixed --box", detector, box),
+            ("default (cached boxes)", detector, None)]
+    print(f"{'run':<24} {'e2e fps':>8} {'decode':>8} {'detect':>8} {'generate':>8} {'blend':>8} {'encode':>8} "
+          f"{'audio s':>8} {'RSS MB':>8} {'GPU MB':>8} {'e2e/limit':>9}")
+    for label, det, fixed in runs:
+        r = run_child(clip, speech, work, checkpoint, device, det, fixed, cache_dir)
+        s, frames = r["seconds"], r["frames"]
+        e2e = frames / s["total"]
+        gpu = f"{r['peak_gpu_mb']:8.0f}" if r["peak_gpu_mb"] is not None else "       -"
+        print(f"{label:<24} {e2e:8.1f} {fps(frames, s.get('decode', 0))} {fps(frames, s.get('detect', 0))} "
+              f"{fps(frames, s.get('generate', 0))} {fps(frames, s.get('crop+blend', 0))} "
+              f"{fps(frames, s.get('encode', 0))} {s.get('audio', 0):8.2f} {r['peak_rss_mb']:8.0f} {gpu} "
+              f"{e2e / limits[slowest]:9.2f}")
+    print(f"(slowest limit: {slowest}; stage columns are frames / seconds that stage was busy; "
+          f"detector: {r['detector']})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one small clip, a smoke run")
+    parser.add_argument("--clips", nargs="+", choices=list(CLIPS), default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--detector", default="auto")
+    parser.add_argument("--work", default=str(ROOT / "bench" / ".work"), help="where clips and outputs go")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--face", help=argparse.SUPPRESS)
+    parser.add_argument("--audio", help=argparse.SUPPRESS)
+    parser.add_argument("--outfile", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint", help=argparse.SUPPRESS)
+    parser.add_argument("--box", type=int, nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_run(args)
+        return
+    import media
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    checkpoint = work / "random_wav2lip.pth"
+    if not checkpoint.exists():
+        media.make_checkpoint(checkpoint)
+    clips = args.clips or (["4s-480p"] if args.quick else ["10s-720p", "60s-1080p"])
+    print(f"# lipsync benchmark, {time.strftime('%Y-%m-%d')}\nmachine: {machine()}")
+    for name in clips:
+        bench_clip(name, work, checkpoint, args.device, args.detector)
+
+
+if __name__ == "__main__":
+    main()
