@@ -74,8 +74,7 @@ def limit_generator(device: str, batch: int, n: int) -> float:
     import numpy as np
     import torch
 
-    from lipsync.model import Wav2Lip
-    from lipsync.pipeline import Generator
+    from lipsync.model import Generator, Wav2Lip
 
     model = Wav2Lip().to(device).eval()
     generate = Generator(model, device)
@@ -150,7 +149,7 @@ def bench_clip(name: str, work: Path, checkpoint: Path, device: str, detector: s
     n, t_decode = limit_decode(clip)
     t_encode = limit_encode(clip, speech, n, work)
     height, width = CLIPS[name][1][1], CLIPS[name][1][0]
-    batch = frames_per_batch(Options(), height, width)
+    batch = frames_per_batch(Options(), height, width, device)
     t_gen = limit_generator(device, batch, n)
     limits = {"decode alone": n / t_decode, "encode alone": n / t_encode, f"generator alone (batch {batch})": n / t_gen}
     slowest = min(limits, key=limits.get)

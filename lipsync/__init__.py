@@ -12,8 +12,10 @@ The API loads the model once and syncs many clips:
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
+from . import audio
 from .errors import LipSyncError
 from .faces import FaceDetector, make_detector
 from .model import Wav2Lip, load_model
@@ -29,22 +31,28 @@ class LipSync:
     def __init__(self, checkpoint: str | None = None, device: str = "auto", allow_download: bool = True) -> None:
         self.device = resolve_device(device)
         self.checkpoint_path = resolve_checkpoint(checkpoint, download=allow_download)
+        warming = threading.Thread(target=audio.warm_up, name="lipsync-audio-warm-up", daemon=True)
+        warming.start()  # overlaps librosa's one-off set-up with loading the checkpoint
         self.model: Wav2Lip = load_model(self.checkpoint_path, self.device)
+        warming.join()
         self.allow_download = allow_download
-        self._detectors: dict[tuple[str, int], tuple[FaceDetector, str]] = {}
+        self._detectors: dict[tuple[str, int, int], tuple[FaceDetector, str]] = {}
+        self._lock = threading.Lock()
 
-    def detector(self, name: str = "auto", batch_size: int = 16) -> tuple[FaceDetector, str]:
-        """The face detector for `name`, built once and reused by later jobs."""
-        key = (name, batch_size)
-        if key not in self._detectors:
-            self._detectors[key] = make_detector(name, self.device, batch_size, self.allow_download)
-        return self._detectors[key]
+    def detector(self, name: str = "auto", batch_size: int = 16, det_max_side: int = 0) -> tuple[FaceDetector, str]:
+        """The face detector for `name`, built once and reused by later jobs (detectors keep no per-clip state)."""
+        key = (name, batch_size, det_max_side)
+        with self._lock:
+            if key not in self._detectors:
+                self._detectors[key] = make_detector(name, self.device, batch_size, self.allow_download,
+                                                     det_max_side)
+            return self._detectors[key]
 
     def sync(self, face: str, audio: str, outfile: str, options: Options | None = None,
              progress: ProgressCallback | None = None, **overrides) -> SyncResult:
         """Lip-sync one clip. `overrides` are Options fields, e.g. pads=(0, 20, 0, 0), blend='feather'."""
         options = replace(options or Options(), **overrides)
         options.validate()
-        detector, note = (None, "") if options.fixed_box else self.detector(options.detector,
-                                                                            options.face_det_batch_size)
+        detector, note = (None, "") if options.fixed_box else self.detector(
+            options.detector, options.face_det_batch_size, options.det_max_side)
         return run(face, audio, outfile, self.model, self.device, options, detector, note, progress)

@@ -15,6 +15,7 @@ import time
 from .blend import BLEND_MODES
 from .errors import LipSyncError
 from .faces import DETECTORS
+from .model import PRECISIONS
 from .weights import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 
@@ -46,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
                    help="pixels added to the detected face box; raise BOTTOM until the chin is inside")
     p.add_argument("--face_det_batch_size", type=int, default=16, help="frames per face-detection batch")
-    p.add_argument("--wav2lip_batch_size", type=int, default=128, help="faces per Wav2Lip model batch")
+    p.add_argument("--wav2lip_batch_size", type=int, default=0,
+                   help="faces per Wav2Lip model batch; 0 picks by device (128 on CUDA, 16 on a CPU, where small "
+                        "batches run faster). The result does not depend on it")
     p.add_argument("--resize_factor", type=int, default=1,
                    help="divide the resolution by this first (2 turns 1080p into 540p); often better and faster")
     p.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
@@ -66,9 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", choices=DETECTORS, default="auto",
                    help="face detector: 's3fd' (what Wav2Lip was trained with; downloads 90 MB once), 'haar' "
                         "(OpenCV, no download), 'auto' (s3fd when available, else haar)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="the model's arithmetic: fp32 gives the official numbers; fp16 (GPU) and bf16 (GPU, recent "
+                        "CPUs) are faster with small differences in the mouth")
+    p.add_argument("--det_max_side", type=int, default=0,
+                   help="run S3FD on frames shrunk to this longer side, boxes mapped back (0: full resolution, "
+                        "as the original); e.g. 640 makes detection of 1080p several times faster")
     p.add_argument("--allow_silence", action="store_true",
                    help="sync silent or near-silent audio instead of stopping with an error")
-    p.add_argument("--max_seconds", type=float, default=0.0, help="refuse audio longer than this (0: no limit)")
+    p.add_argument("--max_seconds", type=float, default=float(os.environ.get("LIPSYNC_MAX_SECONDS", "0")),
+                   help="refuse audio longer than this many seconds (0: no limit) [$LIPSYNC_MAX_SECONDS]")
+    p.add_argument("--max_side", type=int, default=int(os.environ.get("LIPSYNC_MAX_SIDE", "4096")),
+                   help="refuse frames whose longer side exceeds this many pixels after --resize_factor "
+                        "(0: no limit) [$LIPSYNC_MAX_SIDE]")
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p
 
@@ -97,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                           face_det_batch_size=args.face_det_batch_size, wav2lip_batch_size=args.wav2lip_batch_size,
                           resize_factor=args.resize_factor, crop=tuple(args.crop), box=tuple(args.box),
                           rotate=args.rotate, nosmooth=args.nosmooth, blend=args.blend, detector=args.detector,
-                          allow_silence=args.allow_silence, max_seconds=args.max_seconds)
+                          allow_silence=args.allow_silence, max_seconds=args.max_seconds, precision=args.precision,
+                          det_max_side=args.det_max_side, max_side=args.max_side)
         options.validate()
         out_dir = os.path.dirname(os.path.abspath(args.outfile))
         os.makedirs(out_dir, exist_ok=True)

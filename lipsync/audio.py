@@ -97,6 +97,11 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE)
 
 
+def warm_up() -> None:
+    """Run the mel code once on a little silence: librosa's first call costs about a second of set-up."""
+    melspectrogram(np.zeros(SAMPLE_RATE // 4, dtype=np.float32))
+
+
 def window_starts(n_mel_frames: int, fps: float) -> list[int]:
     """First mel frame of each video frame's window; the list length is the output frame count.
 

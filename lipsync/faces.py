@@ -14,6 +14,7 @@ A detection is (x1, y1, x2, y2) in frame pixels, or None when a frame has no fac
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Optional, Protocol, Sequence
 
 import cv2
@@ -30,8 +31,13 @@ DETECTORS = ("auto", "s3fd", "haar")
 class FaceDetector(Protocol):
     name: str
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detection]:
-        """One detection (the most confident face) per BGR frame."""
+    def detect(self, frames: Sequence[np.ndarray], previous: Detection = None) -> list[Detection]:
+        """One detection (the most confident face) per BGR frame.
+
+        `frames` are consecutive frames of one clip and `previous` is the detection in
+        the frame just before them: a detector may search near it first. Detectors
+        keep no state between calls, so one instance serves concurrent jobs.
+        """
 
 
 class S3FDDetector:
@@ -44,16 +50,27 @@ class S3FDDetector:
 
     name = "s3fd"
 
-    def __init__(self, weights_path: str, device: str, batch_size: int = 16) -> None:
+    def __init__(self, weights_path: str, device: str, batch_size: int = 16, max_side: int = 0) -> None:
         from face_alignment.detection.sfd.sfd_detector import SFDDetector
 
         self.device = device
         self.batch_size = max(1, batch_size)
+        self.max_side = max_side  # 0: full resolution, as the official code detects
         self._net = SFDDetector(device=device, path_to_detector=weights_path)
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detection]:
+    def _downscaled(self, frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:
+        """Frames shrunk so their longer side is at most max_side (S3FD's cost grows with the pixels)."""
+        height, width = frames[0].shape[:2]
+        scale = self.max_side / max(height, width) if self.max_side else 1.0
+        if scale >= 1.0:
+            return list(frames), 1.0
+        size = (round(width * scale), round(height * scale))
+        return [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in frames], scale
+
+    def detect(self, frames: Sequence[np.ndarray], previous: Detection = None) -> list[Detection]:
         import torch
 
+        frames, scale = self._downscaled(frames)
         results: list[Detection] = []
         start = 0
         while start < len(frames):
@@ -74,23 +91,30 @@ class S3FDDetector:
                 if len(boxes) == 0:
                     results.append(None)
                 else:
-                    x1, y1, x2, y2 = (int(v) for v in np.clip(boxes[0], 0, None)[:4])
+                    x1, y1, x2, y2 = (int(v) for v in np.clip(boxes[0], 0, None)[:4] / scale)
                     results.append((x1, y1, x2, y2))
             start += len(chunk)
         return results
 
 
 class HaarDetector:
-    """OpenCV's Haar cascade, on a downscaled grey frame; the largest face wins.
+    """OpenCV's Haar cascade on a downscaled, equalised grey frame; the largest face wins.
 
-    A Haar box covers brows to mouth, about 10% higher and shorter than S3FD's
-    (which reaches the chin); the box is shifted down by CHIN_EXTENSION of its height so
-    the padded crop holds the chin, as Wav2Lip's training crops do.
+    A Haar box covers brows to mouth, about 10% higher and shorter than S3FD's (which
+    reaches the chin); the box is shifted down by CHIN_EXTENSION of its height so the
+    padded crop holds the chin, as Wav2Lip's training crops do.
+
+    Scanning a whole frame at every scale costs more than the generator on a CPU, so
+    when the previous frame had a face, only a region around it is scanned, at scales
+    near its size (about a quarter of the cost); the whole frame is scanned when that
+    finds nothing.
     """
 
     name = "haar"
     MAX_SIDE = 480  # px: detection resolution (faces down to ~5% of the width); boxes are mapped back
     CHIN_EXTENSION = 0.10
+    SEARCH_MARGIN = 0.5  # the region around the previous face, in face sizes on each side
+    SIZE_RANGE = (0.7, 1.45)  # face sizes searched there, relative to the previous one
 
     def __init__(self) -> None:
         path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml" if hasattr(cv2, "data") else ""
@@ -99,27 +123,53 @@ class HaarDetector:
             raise LipSyncError("OpenCV's Haar face model is missing (opencv-python 5 no longer ships it). "
                                "Install the pinned requirements: pip install -r requirements.txt")
 
-    def detect_one(self, frame: np.ndarray) -> Detection:
+    def _scan(self, grey: np.ndarray, min_side: tuple[int, int], max_side: tuple[int, int] = (0, 0)):
+        faces = self._cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=min_side,
+                                               maxSize=max_side)
+        return max(faces, key=lambda f: f[2] * f[3]) if len(faces) else None
+
+    def _scan_near(self, grey: np.ndarray, previous: tuple[int, int, int, int], scale: float):
+        """Search the region around the previous face (its raw Haar box, in working pixels)."""
+        x1, y1, x2, y2 = (v * scale for v in previous)
+        fw, fh = x2 - x1, y2 - y1
+        y1 -= fh * self.CHIN_EXTENSION  # undo the shift towards the chin: back to the cascade's own box
+        rx1, ry1 = int(max(0, x1 - fw * self.SEARCH_MARGIN)), int(max(0, y1 - fh * self.SEARCH_MARGIN))
+        rx2 = int(min(grey.shape[1], x2 + fw * self.SEARCH_MARGIN))
+        ry2 = int(min(grey.shape[0], y1 + fh * (1 + self.SEARCH_MARGIN)))
+        low, high = self.SIZE_RANGE
+        if rx2 - rx1 < fw * low or ry2 - ry1 < fh * low or fw * low < 20:
+            return None
+        found = self._scan(grey[ry1:ry2, rx1:rx2], (int(fw * low), int(fh * low)), (int(fw * high), int(fh * high)))
+        return None if found is None else (found[0] + rx1, found[1] + ry1, found[2], found[3])
+
+    def detect_one(self, frame: np.ndarray, previous: Detection = None) -> Detection:
         h, w = frame.shape[:2]
         scale = min(1.0, self.MAX_SIDE / max(h, w))
         grey = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
         if scale < 1.0:
             grey = cv2.resize(grey, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         grey = cv2.equalizeHist(grey)
-        min_side = max(20, int(min(grey.shape) * 0.06))
-        faces = self._cascade.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
-        if len(faces) == 0:
+        found = self._scan_near(grey, previous, scale) if previous is not None else None
+        if found is None:
+            min_side = max(20, int(min(grey.shape) * 0.06))
+            found = self._scan(grey, (min_side, min_side))
+        if found is None:
             return None
-        x, y, fw, fh = max(faces, key=lambda f: f[2] * f[3]) / scale
+        x, y, fw, fh = np.asarray(found, dtype=np.float64) / scale
         shift = fh * self.CHIN_EXTENSION
         x1, y1, x2, y2 = x, y + shift, x + fw, y + fh + shift
         return int(max(0, x1)), int(max(0, y1)), int(min(w, x2)), int(min(h, y2))
 
-    def detect(self, frames: Sequence[np.ndarray]) -> list[Detection]:
-        return [self.detect_one(f) for f in frames]
+    def detect(self, frames: Sequence[np.ndarray], previous: Detection = None) -> list[Detection]:
+        results: list[Detection] = []
+        for frame in frames:
+            previous = self.detect_one(frame, previous)
+            results.append(previous)
+        return results
 
 
-def make_detector(name: str, device: str, batch_size: int = 16, allow_download: bool = True) -> tuple[FaceDetector, str]:
+def make_detector(name: str, device: str, batch_size: int = 16, allow_download: bool = True,
+                  det_max_side: int = 0) -> tuple[FaceDetector, str]:
     """The detector to use and a sentence saying which one and why."""
     from .weights import find_s3fd
 
@@ -129,7 +179,9 @@ def make_detector(name: str, device: str, batch_size: int = 16, allow_download: 
         return HaarDetector(), "haar (OpenCV Haar cascade, chosen with --detector haar)"
     weights = find_s3fd(download=allow_download)
     if weights:
-        return S3FDDetector(weights, device, batch_size), f"s3fd (face-alignment, weights {weights}, on {device})"
+        where = f"frames shrunk to {det_max_side} px" if det_max_side else "full-resolution frames"
+        return (S3FDDetector(weights, device, batch_size, det_max_side),
+                f"s3fd (face-alignment, weights {weights}, on {device}, {where})")
     if name == "s3fd":
         raise LipSyncError("The S3FD face detector's weights (s3fd-619a316812.pth) are not available and could not "
                            "be downloaded. Put the file in weights/, or use --detector haar, which needs no download.")
@@ -156,23 +208,112 @@ def smooth_boxes(boxes: np.ndarray, window: int = SMOOTHING_WINDOW) -> np.ndarra
     return boxes
 
 
+NO_FACE_MESSAGE = ("No face was found in the video or photo. Use a clip where one face is clearly visible and "
+                   "frontal, or give the face position as a fixed box (--box TOP BOTTOM LEFT RIGHT, or 'Fixed face "
+                   "box' under Advanced in the app).")
+
+
+class CropTrack:
+    """Padded, smoothed crops for frames whose detections arrive in order, each known as early as possible.
+
+    The official smoothing makes a face's box the mean of its padded box and the next
+    four faces' (truncated to integers), and over the last five faces it averages
+    boxes already smoothed, in place. So a crop is settled once four more faces have
+    been seen, or when the stream ends. Smoothing runs over the frames that have a
+    face, in order: a frame without a face neither stops the job nor drags its
+    neighbours' boxes. A detection thread calls `add`/`finish`; the synthesis loop
+    calls `crop`, which waits until that frame's crop is settled.
+    """
+
+    def __init__(self, pads: Sequence[int], height: int, width: int, smooth: bool = True) -> None:
+        for pad, side, limit in zip(pads, ("top", "bottom", "left", "right"), (height, height, width, width)):
+            if abs(pad) >= limit:
+                raise LipSyncError(
+                    f"The {side} padding ({pad} px) is larger than the {width}x{height} frame. Give pads of a few "
+                    "to a few dozen pixels (--pads TOP BOTTOM LEFT RIGHT, or the padding sliders).")
+        self.pads, self.height, self.width, self.smooth = tuple(pads), height, width, smooth
+        self.detections: list[Detection] = []
+        self._boxes: list[list[int]] = []  # padded boxes of the frames that have a face, in order
+        self._rank: list[int | None] = []  # per frame: its index in _boxes, None without a face
+        self._final: np.ndarray | None = None  # all boxes smoothed, once the stream has ended
+        self._error: BaseException | None = None
+        self._changed = threading.Condition()
+
+    @property
+    def finished(self) -> bool:
+        return self._final is not None or self._error is not None
+
+    def add(self, detections: Sequence[Detection]) -> None:
+        with self._changed:
+            for det in detections:
+                self.detections.append(det)
+                if det is None:
+                    self._rank.append(None)
+                else:
+                    self._rank.append(len(self._boxes))
+                    self._boxes.append(pad_detection(det, self.pads, self.height, self.width))
+            self._changed.notify_all()
+
+    def finish(self) -> None:
+        """The stream has ended: settle the last crops (or fail when no frame had a usable face)."""
+        with self._changed:
+            if not self._boxes:
+                self._error = LipSyncError(NO_FACE_MESSAGE)
+            else:
+                boxes = np.array(self._boxes)
+                self._final = smooth_boxes(boxes) if self.smooth else boxes
+                if all(self._usable(box) is None for box in self._final.tolist()):
+                    self._error = LipSyncError(
+                        f"The padding {self.pads} leaves no face region to work on. Use smaller or positive pads.")
+            self._changed.notify_all()
+
+    def fail(self, error: BaseException) -> None:
+        """Detection broke: every waiting and later `crop` call raises `error`."""
+        with self._changed:
+            self._error = error
+            self._changed.notify_all()
+
+    def _settled(self, index: int) -> bool:
+        if self._error is not None or self._final is not None:
+            return True
+        if index >= len(self._rank):
+            return False
+        rank = self._rank[index]
+        return rank is None or not self.smooth or rank + SMOOTHING_WINDOW <= len(self._boxes)
+
+    def crop(self, index: int, timeout: float | None = None) -> Crop | None:
+        """The crop (y1, y2, x1, x2) of frame `index`, or None without a face; waits until it is settled.
+
+        Raises TimeoutError when `timeout` seconds pass first (the caller can report progress and wait again).
+        """
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._settled(index), timeout):
+                raise TimeoutError
+            if self._error is not None:
+                raise self._error
+            if index >= len(self._rank):
+                raise IndexError(f"frame {index} is past the {len(self._rank)} detected frames")
+            rank = self._rank[index]
+            if rank is None:
+                return None
+            if self._final is not None:
+                box = self._final[rank].tolist()
+            elif self.smooth:  # the first branch of the official loop: the raw window, not yet smoothed
+                box = np.mean(np.array(self._boxes[rank: rank + SMOOTHING_WINDOW]), axis=0).astype(int).tolist()
+            else:
+                box = self._boxes[rank]
+            return self._usable(box)
+
+    @staticmethod
+    def _usable(box: Sequence[int]) -> Crop | None:
+        x1, y1, x2, y2 = box
+        return None if x2 - x1 < 2 or y2 - y1 < 2 else (y1, y2, x1, x2)
+
+
 def crops_from_detections(detections: Sequence[Detection], pads: Sequence[int], height: int, width: int,
                           smooth: bool = True) -> list[Crop | None]:
-    """Padded, smoothed crop boxes (y1, y2, x1, x2) per frame; None where no face was found.
-
-    Smoothing runs over the frames that have a face, in order, so a frame without a
-    face neither stops the job nor drags its neighbours' boxes.
-    """
-    found = [i for i, d in enumerate(detections) if d is not None]
-    if not found:
-        raise LipSyncError("No face was found in the video or photo. Use a clip where one face is clearly visible "
-                           "and frontal, or give the face position with --box TOP BOTTOM LEFT RIGHT.")
-    boxes = np.array([pad_detection(detections[i], pads, height, width) for i in found])
-    if smooth:
-        boxes = smooth_boxes(boxes)
-    crops: list[Crop | None] = [None] * len(detections)
-    for i, (x1, y1, x2, y2) in zip(found, boxes.tolist()):
-        if x2 - x1 < 2 or y2 - y1 < 2:
-            continue
-        crops[i] = (y1, y2, x1, x2)
-    return crops
+    """All crops of a finished list of detections (see CropTrack)."""
+    track = CropTrack(pads, height, width, smooth)
+    track.add(detections)
+    track.finish()
+    return [track.crop(i) for i in range(len(detections))]

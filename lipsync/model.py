@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import zipfile
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -145,3 +147,75 @@ def load_model(path: str, device: str | torch.device = "cpu") -> Wav2Lip:
             f"{len(wrong_shape)} have the wrong shape. Use wav2lip.pth or wav2lip_gan.pth (see weights/README.md).")
     model.load_state_dict(state)
     return model.to(device).eval()
+
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 16}  # faces per model call; on a CPU small batches run faster
+
+
+class Generator:
+    """Runs the generator over batches of (96x96 face crop, mel window) on one device.
+
+    fp32 reproduces the official numbers; fp16/bf16 run the convolutions in half
+    precision (autocast) for speed, at the cost of small differences in the mouth
+    (bench/RESULTS.md gives the measured size). On CUDA the input goes through pinned
+    memory with non-blocking copies and the network runs channels-last. A batch that
+    runs out of GPU memory is retried in halves, as the official code does for detection.
+    """
+
+    def __init__(self, model: Wav2Lip, device: str, precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise LipSyncError(f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}.")
+        if precision == "fp16" and not str(device).startswith(("cuda", "mps")):
+            raise LipSyncError("fp16 runs on a GPU only. Use --precision fp32, or bf16 on a recent CPU.")
+        self.model = model
+        self.device = str(device)
+        self.precision = precision
+        self.cuda = self.device.startswith("cuda")
+        if self.cuda:
+            self.model = model.to(memory_format=torch.channels_last)
+        self.max_batch: int | None = None  # lowered after an out-of-memory error
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return torch.autocast(device_type=self.device.split(":")[0], enabled=False)
+        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.cuda:
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    @torch.inference_mode()
+    def _run(self, crops: np.ndarray, mels: np.ndarray) -> np.ndarray:
+        faces = self._to_device(crops)
+        masked = faces.clone()
+        masked[:, IMG_SIZE // 2:] = 0
+        x = torch.cat((masked, faces), dim=3).permute(0, 3, 1, 2).float() / 255.0
+        m = self._to_device(mels).unsqueeze(1)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            pred = self.model(m, x)
+        return (pred.float().permute(0, 2, 3, 1) * 255.0).to(torch.uint8).cpu().numpy()
+
+    def __call__(self, crops: np.ndarray, mels: np.ndarray) -> np.ndarray:
+        """crops (B, 96, 96, 3) uint8 BGR, mels (B, 80, 16) float32 -> (B, 96, 96, 3) uint8 BGR faces."""
+        step = min(len(crops), self.max_batch or len(crops))
+        outputs, start = [], 0
+        while start < len(crops):
+            try:
+                outputs.append(self._run(crops[start: start + step], mels[start: start + step]))
+            except torch.OutOfMemoryError:
+                if step == 1:
+                    raise LipSyncError("The lip-sync model ran out of GPU memory even one face at a time. Close "
+                                       "other programs using the GPU, or use --device cpu.") from None
+                step = self.max_batch = max(1, step // 2)
+                if self.cuda:
+                    torch.cuda.empty_cache()
+                print(f"Lip-sync model out of memory; retrying with batch size {step}", file=sys.stderr)
+                continue
+            start += step
+        return np.concatenate(outputs)

@@ -1,8 +1,11 @@
 """The stages wired together: audio -> mel windows, frames -> face crops -> model -> paste -> MP4.
 
-Two passes over the face video keep memory flat: the first decodes the frames the
-output will use and detects faces (keeping only boxes), the second decodes them again,
-runs the generator batch by batch and streams the blended frames into the encoder.
+The face video is read by two decoders at once, so memory stays flat however long
+the clip: a detection thread decodes frames and detects faces, keeping only the
+boxes (a CropTrack); the synthesis loop decodes the same frames again a little
+behind it, takes each frame's crop as soon as smoothing has settled it, runs the
+generator batch by batch and streams the blended frames to the encoder, which runs
+in its own process. Decoding, detection, generation and encoding thus all overlap.
 Frames loop (i mod n) when the audio outlasts the video, and the video is cut when
 the audio is shorter, exactly as in the official inference.py.
 """
@@ -24,8 +27,8 @@ from . import audio as audio_mod
 from . import cache
 from .blend import BLEND_MODES, paste
 from .errors import LipSyncError
-from .faces import Crop, FaceDetector, crops_from_detections, make_detector
-from .model import IMG_SIZE, Wav2Lip
+from .faces import Crop, CropTrack, Detection, FaceDetector, make_detector
+from .model import DEFAULT_BATCH, IMG_SIZE, PRECISIONS, Generator, Wav2Lip
 from .video import MediaInfo, VideoWriter, probe_media, read_frames, read_image
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
@@ -40,7 +43,7 @@ class Options:
     fps: float = 25.0  # frame rate of the output when the face is a photo
     pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right (pixels)
     face_det_batch_size: int = 16
-    wav2lip_batch_size: int = 128
+    wav2lip_batch_size: int = 0  # faces per model call; 0 = the device's default (DEFAULT_BATCH)
     resize_factor: int = 1  # divide width and height by this before anything else
     crop: tuple[int, int, int, int] = (0, -1, 0, -1)  # top, bottom, left, right; -1 = to the edge
     box: tuple[int, int, int, int] = (-1, -1, -1, -1)  # fixed face box top, bottom, left, right; -1 = detect
@@ -50,6 +53,9 @@ class Options:
     detector: str = "auto"
     max_seconds: float = 0.0  # refuse audio longer than this (0 = no limit); the app sets one
     allow_silence: bool = False  # sync silent audio anyway (a closed, still mouth)
+    precision: str = "fp32"  # the generator's arithmetic: fp32 as the original, fp16/bf16 faster
+    det_max_side: int = 0  # S3FD on frames shrunk to this longer side (0 = full resolution, as the original)
+    max_side: int = 4096  # refuse frames larger than this (after --resize_factor); 0 = no limit
 
     def validate(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -58,8 +64,12 @@ class Options:
             raise LipSyncError("--resize_factor must be 1 or more (2 halves the width and height).")
         if self.fps <= 0:
             raise LipSyncError("--fps must be a positive number of frames per second, e.g. 25.")
-        if self.face_det_batch_size < 1 or self.wav2lip_batch_size < 1:
+        if self.face_det_batch_size < 1 or self.wav2lip_batch_size < 0:
             raise LipSyncError("Batch sizes must be 1 or more.")
+        if self.precision not in PRECISIONS:
+            raise LipSyncError(f"Unknown precision '{self.precision}'. Choose one of: {', '.join(PRECISIONS)}.")
+        if self.max_seconds < 0 or self.det_max_side < 0 or self.max_side < 0:
+            raise LipSyncError("Limits (--max_seconds, --det_max_side, --max_side) must be 0 or more.")
         if len(self.pads) != 4 or len(self.crop) != 4 or len(self.box) != 4:
             raise LipSyncError("--pads, --crop and --box each take four numbers: top bottom left right.")
 
@@ -181,13 +191,14 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
             close()
 
 
-def frames_per_batch(options: Options, height: int, width: int) -> int:
+def frames_per_batch(options: Options, height: int, width: int, device: str = "cpu") -> int:
     """The model batch, capped so the full frames waiting for their faces stay within FRAME_BUDGET_BYTES.
 
     The batch size does not change the output (batch norm runs in eval mode); the cap keeps
     peak memory the same for a 1080p or a 4K clip as for a 720p one.
     """
-    return max(1, min(options.wav2lip_batch_size, FRAME_BUDGET_BYTES // (height * width * 3)))
+    wanted = options.wav2lip_batch_size or DEFAULT_BATCH.get(device.split(":")[0], 16)
+    return max(1, min(wanted, FRAME_BUDGET_BYTES // (height * width * 3)))
 
 
 class FaceSource:
@@ -219,6 +230,14 @@ class FaceSource:
                                    f"{frame.shape[0]} frame (after resize/rotate). Give top bottom left right inside it.")
             frame = np.ascontiguousarray(frame[y1:y2, x1:x2])
         return frame
+
+    def first(self) -> np.ndarray:
+        """The first prepared frame (its decoder is stopped straight after)."""
+        frames = self.frames()
+        try:
+            return next(frames)
+        finally:
+            frames.close()
 
     def frames(self) -> Iterator[np.ndarray]:
         """One pass over the frames, from the first."""
@@ -260,83 +279,101 @@ class FaceSource:
             yield frame
 
 
-def detect_crops(source: FaceSource, n_out: int, options: Options, detector: FaceDetector,
-                 progress: ProgressCallback) -> tuple[list[Crop | None], tuple[int, int], bool]:
-    """Crop boxes for each distinct frame the output uses, the prepared frame size, and whether the cache served."""
-    limit = 1 if source.static else n_out
-    key = cache.cache_key(source.info.path, detector.name, options.resize_factor, options.rotate, options.crop,
-                          source.static)
-    hit = cache.load(key, limit)
-    if hit is not None:
-        detections, size = hit
-        progress("Detecting faces (cached)", len(detections), len(detections))
-    else:
-        detections, size = _detect_all(source, limit, options, detector, progress)
-        cache.store(key, detections, size, complete=len(detections) < limit)
-    crops = crops_from_detections(detections, options.pads, size[0], size[1], smooth=not options.nosmooth)
-    return crops, size, hit is not None
-
-
-def _detect_all(source: FaceSource, limit: int, options: Options, detector: FaceDetector,
-                progress: ProgressCallback) -> tuple[list, tuple[int, int]]:
-    estimate = 1 if source.static else min(limit, max(1, round(source.info.duration * source.info.fps)))
-    detections: list = []
-    batch: list[np.ndarray] = []
-    size = (0, 0)
-
-    def detect(frames: list[np.ndarray]) -> list:
-        start = time.perf_counter()
-        found = detector.detect(frames)
-        source.timings.add("detect", time.perf_counter() - start)
-        return found
-
-    for frame in prefetch(source.head(limit), options.face_det_batch_size):
-        size = frame.shape[:2]
-        batch.append(frame)
-        if len(batch) == options.face_det_batch_size:
-            detections += detect(batch)
-            batch = []
-            progress("Detecting faces", len(detections), max(estimate, len(detections)))
-    if batch:
-        detections += detect(batch)
-    progress("Detecting faces", len(detections), len(detections))
-    return detections, size
-
-
 def fixed_crop(options: Options, height: int, width: int) -> Crop:
     y1, y2, x1, x2 = options.box
     if not (0 <= y1 < y2 <= height and 0 <= x1 < x2 <= width):
-        raise LipSyncError(f"--box {' '.join(map(str, options.box))} is not inside the {width}x{height} frame. "
-                           "Give top bottom left right with 0 <= top < bottom <= height and 0 <= left < right <= width.")
+        raise LipSyncError(f"The face box {' '.join(map(str, options.box))} (top bottom left right) is not inside the "
+                           f"{width}x{height} frame. Give 0 <= top < bottom <= {height} and 0 <= left < right <= "
+                           f"{width} (--box, or 'Fixed face box' in the app), in pixels after any resize.")
     return (y1, y2, x1, x2)
 
 
-class Generator:
-    """Runs the Wav2Lip model over batches of (face crop, mel window), on any device."""
+class FaceDetection:
+    """Runs face detection on a thread of its own, feeding a CropTrack the synthesis loop reads.
 
-    def __init__(self, model: Wav2Lip, device: str) -> None:
-        self.model = model
-        self.device = device
+    Detections are cached by the face file's content and the detection settings
+    (lipsync.cache): a second run on the same clip skips this work entirely.
+    """
 
-    @torch.inference_mode()
-    def __call__(self, crops: np.ndarray, mels: np.ndarray) -> np.ndarray:
-        """crops (B, 96, 96, 3) uint8 BGR, mels (B, 80, 16) -> (B, 96, 96, 3) uint8 BGR faces."""
-        faces = torch.from_numpy(crops).to(self.device)
-        masked = faces.clone()
-        masked[:, IMG_SIZE // 2:] = 0
-        x = torch.cat((masked, faces), dim=3).permute(0, 3, 1, 2).float() / 255.0
-        m = torch.from_numpy(mels).to(self.device).unsqueeze(1)
-        pred = self.model(m, x)
-        return (pred.permute(0, 2, 3, 1) * 255.0).to(torch.uint8).cpu().numpy()
+    def __init__(self, source: FaceSource, n_frames: int, options: Options, detector: FaceDetector,
+                 height: int, width: int) -> None:
+        self.source, self.options, self.detector = source, options, detector
+        self.limit = 1 if source.static else n_frames  # the distinct frames the output uses
+        self.track = CropTrack(options.pads, height, width, smooth=not options.nosmooth)
+        self.key = cache.cache_key(source.info.path, detector.name, options.resize_factor, options.rotate,
+                                   options.crop, source.static, options.det_max_side)
+        self.cached = cache.load(self.key, self.limit)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> "FaceDetection":
+        if self.cached is not None:
+            self.track.add(self.cached)
+            self.track.finish()
+        else:
+            self._thread = threading.Thread(target=self._work, name="lipsync-detect", daemon=True)
+            self._thread.start()
+        return self
+
+    @property
+    def expected(self) -> int:
+        """How many frames detection will cover (an estimate until it ends)."""
+        if self.track.finished:
+            return len(self.track.detections)
+        info = self.source.info
+        return 1 if self.source.static else min(self.limit, max(1, round(info.duration * info.fps)))
+
+    def _work(self) -> None:
+        try:
+            previous: Detection = None
+            batch: list[np.ndarray] = []
+            frames = prefetch(self.source.head(self.limit), self.options.face_det_batch_size)
+            try:
+                for frame in frames:
+                    batch.append(frame)
+                    if len(batch) == self.options.face_det_batch_size:
+                        previous = self._detect(batch, previous)
+                        batch = []
+                    if self._stop.is_set():
+                        return
+            finally:
+                frames.close()
+            if batch:
+                self._detect(batch, previous)
+            self.track.finish()
+            cache.store(self.key, self.track.detections, complete=len(self.track.detections) < self.limit)
+        except BaseException as err:  # handed to the synthesis loop, raised there
+            self.track.fail(err)
+
+    def _detect(self, frames: list[np.ndarray], previous: Detection) -> Detection:
+        start = time.perf_counter()
+        found = self.detector.detect(frames, previous)
+        self.source.timings.add("detect", time.perf_counter() - start)
+        self.track.add(found)
+        return found[-1]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
 
 
-def synthesize(source: FaceSource, windows: np.ndarray, crops: Sequence[Crop | None] | Crop, options: Options,
+def crop_for(detection: FaceDetection, index: int, progress: ProgressCallback) -> Crop | None:
+    """Frame `index`'s crop, reporting detection progress while it is not settled yet."""
+    while True:
+        try:
+            return detection.track.crop(index, timeout=0.5)
+        except TimeoutError:
+            done = len(detection.track.detections)
+            progress("Detecting faces", done, max(done, detection.expected))
+
+
+def synthesize(source: FaceSource, windows: np.ndarray, crops: FaceDetection | Crop, options: Options,
                generator: Generator, writer: VideoWriter, progress: ProgressCallback) -> int:
     """Stream every output frame through the model into the encoder; returns the frames without a face."""
     n_out = len(windows)
     pending: list[tuple[np.ndarray, Optional[Crop], int]] = []  # frame, crop, window index
     no_face = 0
-
     timings = source.timings
 
     def flush() -> None:
@@ -358,16 +395,28 @@ def synthesize(source: FaceSource, windows: np.ndarray, crops: Sequence[Crop | N
         progress("Syncing lips", writer.frames_written, n_out)
 
     batch_size = 0
-    for i, (index, frame) in enumerate(prefetch(source.looped(n_out), 8)):
-        batch_size = batch_size or frames_per_batch(options, *frame.shape[:2])
-        crop = crops if isinstance(crops, tuple) else crops[index]
-        no_face += crop is None
-        pending.append((frame, crop, i))
-        if len(pending) == batch_size:
+    frames = prefetch(source.looped(n_out), 8)
+    try:
+        for i, (index, frame) in enumerate(frames):
+            batch_size = batch_size or frames_per_batch(options, *frame.shape[:2], device=generator.device)
+            crop = crops if isinstance(crops, tuple) else crop_for(crops, index, progress)
+            no_face += crop is None
+            pending.append((frame, crop, i))
+            if len(pending) == batch_size:
+                flush()
+        if pending:
             flush()
-    if pending:
-        flush()
+    finally:
+        frames.close()
     return no_face
+
+
+def check_frame_size(height: int, width: int, options: Options, face: str) -> None:
+    if options.max_side and max(height, width) > options.max_side:
+        factor = -(-max(height, width) // options.max_side)
+        raise LipSyncError(f"'{face}' is {width}x{height}, larger than the limit of {options.max_side} px per side. "
+                           f"Lower the resolution with the resize option (--resize_factor {factor}), or raise the "
+                           "limit (--max_side, LIPSYNC_MAX_SIDE).")
 
 
 def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, options: Options = Options(),
@@ -393,25 +442,31 @@ def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, option
     timings.add("audio", time.perf_counter() - t0)
 
     source = FaceSource(info, options, timings)
-    t1 = time.perf_counter()
+    height, width = source.first().shape[:2]
+    check_frame_size(height, width, options, face)
+    generator = Generator(model, device, options.precision)
+    detection: FaceDetection | None = None
     if options.fixed_box:
-        height, width = next(source.frames()).shape[:2]
-        crops: Sequence[Crop | None] | Crop = fixed_crop(options, height, width)
+        crops: FaceDetection | Crop = fixed_crop(options, height, width)
         detector_name = "fixed box (--box)"
     else:
         if detector is None:
-            detector, detector_note = make_detector(options.detector, device, options.face_det_batch_size)
-        crops, (height, width), cached = detect_crops(source, len(windows), options, detector, progress)
-        detector_name = (detector_note or detector.name) + (" [boxes from cache]" if cached else "")
-    timings.add("detect pass", time.perf_counter() - t1)
+            detector, detector_note = make_detector(options.detector, device, options.face_det_batch_size,
+                                                    det_max_side=options.det_max_side)
+        detection = crops = FaceDetection(source, len(windows), options, detector, height, width).start()
+        detector_name = (detector_note or detector.name) + (" [boxes from cache]" if detection.cached else "")
 
-    t2 = time.perf_counter()
-    with VideoWriter(outfile, width, height, fps, audio) as writer:
-        no_face = synthesize(source, windows, crops, options, Generator(model, device), writer, progress)
-        progress("Encoding", 0, 1)
+    t1 = time.perf_counter()
+    try:
+        with VideoWriter(outfile, width, height, fps, audio) as writer:
+            no_face = synthesize(source, windows, crops, options, generator, writer, progress)
+            progress("Encoding", 0, 1)
+    finally:
+        if detection is not None:
+            detection.stop()
     progress("Encoding", 1, 1)
     timings.add("encode", writer.encode_seconds)
-    timings.add("sync pass", time.perf_counter() - t2)
+    timings.add("sync pass", time.perf_counter() - t1)
     timings.add("total", time.perf_counter() - t0)
     return SyncResult(outfile=outfile, frames=writer.frames_written, frames_without_face=no_face,
                       detector=detector_name, device=device, fps=fps, width=width, height=height,

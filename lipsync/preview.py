@@ -21,8 +21,7 @@ CROP_COLOUR = (0, 220, 0)  # BGR: what the model will see (box + pads)
 
 def first_frame(face: str, options: Options) -> np.ndarray:
     """The first prepared frame (after resize, rotate and crop) of a video or photo, BGR."""
-    source = FaceSource(probe_media(face), replace(options, static=True))
-    return next(source.frames())
+    return FaceSource(probe_media(face), replace(options, static=True)).first()
 
 
 def detect_first_frame(face: str, options: Options, detector: FaceDetector) -> tuple[np.ndarray, Detection]:

@@ -3,8 +3,8 @@
 It mirrors the official script's choices on purpose (cv2 decoding, every frame in a
 list, librosa.load, the in-place integer smoothing, the float64 batch built with
 numpy) so that our streaming engine can be compared with it frame by frame. Face
-detection is injected (the tests have no S3FD weights): `detect` maps a BGR frame to
-(x1, y1, x2, y2) or None, as the official get_detections_for_batch does.
+detection is injected (the tests have no S3FD weights): `detect` maps a list of BGR
+frames to one (x1, y1, x2, y2) or None each, as the official get_detections_for_batch does.
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ def official_frames(face: str, audio: str, model, detect=None, box=(-1, -1, -1, 
     if box[0] == -1:
         targets = [frames[0]] if static else frames
         results = []
-        for image in targets:
-            rect = detect(image)
+        for rect, image in zip(detect(targets), targets):
             y1 = max(0, rect[1] - pads[0])
             y2 = min(image.shape[0], rect[3] + pads[1])
             x1 = max(0, rect[0] - pads[2])

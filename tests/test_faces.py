@@ -46,3 +46,61 @@ def test_haar_finds_the_astronaut_face_and_not_a_blank_frame():
     x1, y1, x2, y2 = HaarDetector().detect_one(media.astronaut_bgr())
     assert 165 <= x1 <= 190 and 60 <= y1 <= 95 and 255 <= x2 <= 285 and 155 <= y2 <= 190  # brows to chin
     assert HaarDetector().detect_one(np.full((240, 320, 3), 128, np.uint8)) is None
+
+
+def test_streamed_crops_equal_the_official_smoothing_as_soon_as_they_settle():
+    """Crops read while detections still arrive equal those of the whole list smoothed at the end."""
+    from lipsync.faces import CropTrack
+
+    rng = np.random.default_rng(7)
+    detections = []
+    for _ in range(40):
+        if rng.random() < 0.2:
+            detections.append(None)
+        else:
+            x, y = rng.integers(20, 60, 2)
+            detections.append((int(x), int(y), int(x + rng.integers(30, 40)), int(y + rng.integers(30, 40))))
+    expected = crops_from_detections(detections, (3, 10, 2, 4), 120, 160)
+    track = CropTrack((3, 10, 2, 4), 120, 160)
+    early = {}
+    for start in range(0, 40, 3):
+        track.add(detections[start: start + 3])
+        for i in range(len(track.detections)):
+            try:
+                early[i] = track.crop(i, timeout=0)
+            except TimeoutError:
+                pass
+    assert len(early) >= 30  # most crops settle before the stream ends
+    track.finish()
+    assert all(early[i] == expected[i] for i in early)
+    assert [track.crop(i) for i in range(40)] == expected
+
+
+def test_a_waiting_crop_gets_the_detection_error():
+    from lipsync.faces import CropTrack
+
+    track = CropTrack((0, 10, 0, 0), 100, 100)
+    track.add([(10, 10, 50, 50)])
+    with pytest.raises(TimeoutError):
+        track.crop(0, timeout=0.01)  # four more faces or the end of the stream are needed
+    track.fail(LipSyncError("decoder died"))
+    with pytest.raises(LipSyncError, match="decoder died"):
+        track.crop(0)
+
+
+def test_pads_larger_than_the_frame_are_refused():
+    from lipsync.faces import CropTrack
+
+    with pytest.raises(LipSyncError, match="bottom padding .* larger than the 160x120 frame"):
+        CropTrack((0, 500, 0, 0), 120, 160)
+
+
+def test_haar_follows_a_moving_face_near_its_full_frame_box():
+    """Searching near the previous face gives boxes within a few pixels of a full-frame scan."""
+    frames = list(media.pan_zoom_frames(20, (640, 360)))
+    haar = HaarDetector()
+    tracked = haar.detect(frames)
+    alone = [haar.detect_one(f) for f in frames]
+    pairs = [(a, b) for a, b in zip(tracked, alone) if a is not None and b is not None]
+    assert len(pairs) >= 15
+    assert np.median([np.abs(np.subtract(a, b)).max() for a, b in pairs]) <= 12

@@ -51,7 +51,7 @@ def test_detected_boxes_loop_when_audio_is_longer(engine, face_video, tmp_path, 
     audio = media.write_wav(tmp_path / "a.wav", media.speech_samples(2.6, rate=44100, seed=1), rate=44100, channels=2)
     options = Options(detector="haar", pads=(5, 15, 3, 7), wav2lip_batch_size=32)
     result = engine.sync(str(face_video), str(audio), str(tmp_path / "out.mp4"), options)
-    reference = official_frames(str(face_video), str(audio), engine.model, detect=haar.detect_one,
+    reference = official_frames(str(face_video), str(audio), engine.model, detect=haar.detect,
                                 pads=(5, 15, 3, 7))
     _compare(captured, reference)
     assert result.frames == len(reference) > 30  # more output frames than the clip has
@@ -60,7 +60,7 @@ def test_detected_boxes_loop_when_audio_is_longer(engine, face_video, tmp_path, 
 def test_photo_matches_official(engine, face_photo, speech, tmp_path, captured):
     haar = HaarDetector()
     engine.sync(str(face_photo), str(speech), str(tmp_path / "out.mp4"), Options(detector="haar"))
-    reference = official_frames(str(face_photo), str(speech), engine.model, detect=haar.detect_one)
+    reference = official_frames(str(face_photo), str(speech), engine.model, detect=haar.detect)
     _compare(captured, reference)
 
 
@@ -73,6 +73,6 @@ def test_resize_crop_rotate_match_official(engine, speech, tmp_path, captured):
     haar = HaarDetector()
     settings = dict(resize_factor=2, rotate=True, crop=(10, -1, 0, 200), nosmooth=True)
     engine.sync(str(face), str(speech), str(tmp_path / "out.mp4"), Options(detector="haar", **settings))
-    reference = official_frames(str(face), str(speech), engine.model, detect=haar.detect_one, **settings)
+    reference = official_frames(str(face), str(speech), engine.model, detect=haar.detect, **settings)
     _compare(captured, reference)
     assert captured[0].shape == (170, 200, 3)

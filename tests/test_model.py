@@ -94,3 +94,34 @@ def test_raw_pickle_payload_is_refused(tmp_path, monkeypatch):
     with pytest.raises(LipSyncError):
         load_model(str(path))
     assert not marker.exists()
+
+
+def test_generator_halves_the_batch_after_running_out_of_memory(checkpoint, monkeypatch):
+    """A batch too big for the GPU is retried in halves, and the output is the same."""
+    import numpy as np
+
+    from lipsync.model import Generator
+
+    model = load_model(str(checkpoint))
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, (8, 96, 96, 3), dtype=np.uint8)
+    mels = rng.normal(size=(8, 80, 16)).astype(np.float32)
+    expected = Generator(model, "cpu")(crops, mels)
+    generator = Generator(model, "cpu")
+    real_run = generator._run
+
+    def small_memory(c, m):
+        if len(c) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run(c, m)
+
+    monkeypatch.setattr(generator, "_run", small_memory)
+    assert np.array_equal(generator(crops, mels), expected)
+    assert generator.max_batch == 2
+
+
+def test_half_precision_is_refused_on_the_cpu(checkpoint):
+    from lipsync.model import Generator
+
+    with pytest.raises(LipSyncError, match="fp16 runs on a GPU"):
+        Generator(load_model(str(checkpoint)), "cpu", "fp16")
