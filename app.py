@@ -41,6 +41,7 @@ EXAMPLES = ROOT / "examples"
 
 # Settings, each from the environment with a default; the command line can override the server ones.
 MAX_SECONDS = float(os.environ.get("LIPSYNC_MAX_SECONDS", "120"))  # longest audio accepted
+MAX_SIDE = int(os.environ.get("LIPSYNC_MAX_SIDE", "4096"))  # largest frame side accepted (after the resize option)
 CONCURRENCY = int(os.environ.get("LIPSYNC_CONCURRENCY", "1"))  # jobs run at once (protects the GPU)
 QUEUE_SIZE = int(os.environ.get("LIPSYNC_QUEUE_SIZE", "16"))  # jobs waiting before new ones are turned away
 MAX_UPLOAD = os.environ.get("LIPSYNC_MAX_UPLOAD", "500mb")
@@ -80,15 +81,16 @@ def get_detector(name: str, device: str):
 
 
 def build_options(pad_top, pad_bottom, pad_left, pad_right, resize, smooth, blend, detector,
-                  box_top, box_bottom, box_left, box_right) -> Options:
-    box = tuple(int(v) for v in (box_top, box_bottom, box_left, box_right))
+                  box_top, box_bottom, box_left, box_right, allow_silence=False) -> Options:
+    box = tuple(int(v if v is not None else -1) for v in (box_top, box_bottom, box_left, box_right))
     return Options(pads=(int(pad_top), int(pad_bottom), int(pad_left), int(pad_right)), resize_factor=int(resize),
                    nosmooth=not smooth, blend=blend, detector=detector,
-                   box=box if all(v >= 0 for v in box) else (-1, -1, -1, -1), max_seconds=MAX_SECONDS)
+                   box=box if all(v >= 0 for v in box) else (-1, -1, -1, -1), max_seconds=MAX_SECONDS,
+                   max_side=MAX_SIDE, allow_silence=bool(allow_silence))
 
 
 def clean_old_outputs(now: float | None = None) -> None:
-    """Delete per-request folders older than KEEP_MINUTES; called at the start of every job."""
+    """Delete per-request folders older than KEEP_MINUTES; run at every job's start and on a schedule."""
     now = now or time.time()
     if not OUTPUT_ROOT.is_dir():
         return
@@ -98,6 +100,21 @@ def clean_old_outputs(now: float | None = None) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
         except FileNotFoundError:
             pass
+
+
+def start_cleaner(interval_s: float = 600) -> threading.Thread:
+    """Clean old results every `interval_s` seconds, so an idle server does not keep them forever."""
+    def loop() -> None:
+        while True:
+            try:
+                clean_old_outputs()
+            except OSError:
+                log.exception("cleaning old results failed")
+            time.sleep(interval_s)
+
+    thread = threading.Thread(target=loop, name="lipsync-cleaner", daemon=True)
+    thread.start()
+    return thread
 
 
 def user_error(err: Exception) -> gr.Error:
@@ -110,7 +127,8 @@ def user_error(err: Exception) -> gr.Error:
 
 @on_gpu
 def lipsync(face_video, face_photo, audio, pad_top, pad_bottom, pad_left, pad_right, resize, checkpoint, smooth,
-            blend, device, detector, box_top, box_bottom, box_left, box_right, progress=gr.Progress()):
+            blend, device, detector, box_top, box_bottom, box_left, box_right, allow_silence=False,
+            progress=gr.Progress()):
     """Sync the face to the audio; returns (original, result, download, stats)."""
     face = face_video or face_photo
     if not face:
@@ -122,7 +140,7 @@ def lipsync(face_video, face_photo, audio, pad_top, pad_bottom, pad_left, pad_ri
     job_dir.mkdir(parents=True, exist_ok=True)
     try:
         options = build_options(pad_top, pad_bottom, pad_left, pad_right, resize, smooth, blend, detector,
-                                box_top, box_bottom, box_left, box_right)
+                                box_top, box_bottom, box_left, box_right, allow_silence)
         progress(0, desc="Loading the model")
         engine = get_engine(checkpoint, device)
 
@@ -138,10 +156,11 @@ def lipsync(face_video, face_photo, audio, pad_top, pad_bottom, pad_left, pad_ri
         shutil.rmtree(job_dir, ignore_errors=True)
         raise user_error(err) from None
     s = result.seconds
-    stats = (f"**{result.frames} frames** ({result.frames / result.fps:.1f} s, {result.width}x{result.height}) · "
+    stats = (f"**{result.frames} frames** ({result.frames / result.fps:.1f} s at {result.fps:.3f} fps, "
+             f"{result.width}x{result.height}) · "
              f"{result.frames_without_face} without a face · detector: {result.detector} · device: {result.device} · "
-             f"{s['total']:.1f} s (audio {s['audio']:.1f}, faces {s.get('detect pass', 0):.1f}, "
-             f"sync + encode {s['sync pass']:.1f})")
+             f"{s['total']:.1f} s in all (busy: audio {s.get('audio', 0):.1f}, faces {s.get('detect', 0):.1f}, "
+             f"model {s.get('generate', 0):.1f}, encoder {s.get('encode', 0):.1f}; the stages overlap)")
     if result.frames_without_face:
         gr.Warning(f"No face was found in {result.frames_without_face} frames; they were left unchanged.")
     return original, str(outfile), str(outfile), stats
@@ -183,7 +202,7 @@ def build_app() -> gr.Blocks:
                     with gr.Tab("Video"):
                         face_video = gr.Video(label="Face video", sources=["upload"])
                     with gr.Tab("Photo"):
-                        face_photo = gr.Image(label="Face photo", type="filepath", sources=["upload"])
+                        face_photo = gr.Image(label="Face photo", type="filepath", sources=["upload"], image_mode=None)
                 audio = gr.Audio(label="Audio (upload any format, or record)", sources=["upload", "microphone"],
                                  type="filepath")
                 with gr.Group():
@@ -207,6 +226,8 @@ def build_app() -> gr.Blocks:
                                      value="box", label="Blend")
                     device = gr.Radio(["auto", "cuda", "cpu", "mps"], value="auto", label="Device")
                     detector = gr.Radio(DETECTOR_CHOICES, value="auto", label="Face detector")
+                    allow_silence = gr.Checkbox(value=False, label="Allow silent audio",
+                                                info="Sync audio with no speech (the mouth stays closed)")
                     gr.Markdown("Fixed face box instead of detection (pixels; -1 = detect)")
                     with gr.Row():
                         box_top = gr.Number(-1, label="Top", precision=0)
@@ -241,7 +262,8 @@ def build_app() -> gr.Blocks:
         face_photo.upload(lambda: None, None, face_video, api_name=False)
 
         run.click(lipsync, [face_video, face_photo, audio, pad_top, pad_bottom, pad_left, pad_right, resize,
-                            checkpoint, smooth, blend, device, detector, box_top, box_bottom, box_left, box_right],
+                            checkpoint, smooth, blend, device, detector, box_top, box_bottom, box_left, box_right,
+                            allow_silence],
                   [original, result, download, stats], api_name="lipsync")
     return demo
 
@@ -259,6 +281,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     demo = build_app()
+    start_cleaner()
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
                 allowed_paths=[str(EXAMPLES)])

@@ -19,7 +19,7 @@ from . import audio
 from .errors import LipSyncError
 from .faces import FaceDetector, make_detector
 from .model import Wav2Lip, load_model
-from .pipeline import Options, ProgressCallback, SyncResult, resolve_device, run
+from .pipeline import Options, ProgressCallback, SyncResult, release_memory, resolve_device, run
 from .weights import resolve_checkpoint
 
 __all__ = ["LipSync", "LipSyncError", "Options", "SyncResult", "load_model", "resolve_checkpoint"]
@@ -55,4 +55,7 @@ class LipSync:
         options.validate()
         detector, note = (None, "") if options.fixed_box else self.detector(
             options.detector, options.face_det_batch_size, options.det_max_side)
-        return run(face, audio, outfile, self.model, self.device, options, detector, note, progress)
+        try:
+            return run(face, audio, outfile, self.model, self.device, options, detector, note, progress)
+        finally:
+            release_memory(self.device)

@@ -86,23 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _progress_printer(quiet: bool):
-    state = {"stage": None, "last": 0.0}
+class ProgressLine:
+    """One self-rewriting progress line on stderr per stage, closed before anything else is printed."""
 
-    def progress(stage: str, done: int, total: int) -> None:
-        if quiet:
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.stage: str | None = None
+        self.last = 0.0
+        self.open = False  # a line without its newline is on the terminal
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.quiet:
             return
         now = time.monotonic()
-        if stage != state["stage"] or done >= total or now - state["last"] > 1.0:
-            end = "\n" if done >= total else ""
-            print(f"\r{stage}: {done}/{total}", end=end, file=sys.stderr, flush=True)
-            state.update(stage=stage, last=now)
+        if stage != self.stage:
+            self.close()
+        if stage != self.stage or done >= total or now - self.last > 1.0:
+            print(f"\r{stage}: {done}/{total}", end="", file=sys.stderr, flush=True)
+            self.open, self.stage, self.last = True, stage, now
 
-    return progress
+    def close(self) -> None:
+        if self.open:
+            print(file=sys.stderr, flush=True)
+            self.open = False
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    progress = ProgressLine(args.quiet)
     try:
         from . import LipSync, Options
 
@@ -118,19 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         engine = LipSync(args.checkpoint_path, device=args.device)
         if not args.quiet:
             print(f"Model {engine.checkpoint_path} on {engine.device}", file=sys.stderr)
-        result = engine.sync(args.face, args.audio, args.outfile, options, progress=_progress_printer(args.quiet))
+        result = engine.sync(args.face, args.audio, args.outfile, options, progress=progress)
     except LipSyncError as err:
+        progress.close()
         print(f"Error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        progress.close()
         print("Stopped; no output was written.", file=sys.stderr)
         return 130
     except Exception as err:  # a bug: say so in one line, keep the traceback for those who ask
+        progress.close()
         if os.environ.get("LIPSYNC_DEBUG"):
             raise
         print(f"Unexpected error ({type(err).__name__}: {err}). This is a bug in lipsync; rerun with "
               "LIPSYNC_DEBUG=1 for the details and report them.", file=sys.stderr)
         return 3
+    progress.close()
     if not args.quiet:
         print(f"Face detector: {result.detector}", file=sys.stderr)
         print(f"Wrote {result.outfile}: {result.summary()}", file=sys.stderr)

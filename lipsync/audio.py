@@ -61,19 +61,24 @@ def load_audio(path: str) -> np.ndarray:
 
 
 SILENCE_PEAK = 10 ** (-50 / 20)  # a peak under -50 dBFS: nothing a mouth could follow
+MIN_SAMPLES = (MEL_WINDOW - 1) * HOP_LENGTH  # the shortest audio that gives one mel window (0.19 s)
 
 
 def check_audio(wav: np.ndarray, path: str, max_seconds: float = 0.0, allow_silence: bool = False) -> None:
     """Refuse audio that would give a useless or unbounded job, with the way out in the message."""
     seconds = len(wav) / SAMPLE_RATE
+    if len(wav) < MIN_SAMPLES:
+        raise LipSyncError(f"The audio '{path}' is too short ({seconds:.2f} s): at least "
+                           f"{MIN_SAMPLES / SAMPLE_RATE:.2f} s is needed to move the lips. Use a longer recording.")
     if max_seconds and seconds > max_seconds:
         raise LipSyncError(f"The audio lasts {seconds:.0f} s, over the limit of {max_seconds:.0f} s. Trim it, "
-                           "or raise the limit (LIPSYNC_MAX_SECONDS).")
-    peak = float(np.abs(wav).max()) if len(wav) else 0.0
+                           "or raise the limit (--max_seconds or LIPSYNC_MAX_SECONDS).")
+    peak = float(np.abs(wav).max())
     if not allow_silence and peak < SILENCE_PEAK:
-        level = f"{20 * np.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
-        raise LipSyncError(f"The audio '{path}' is silent (peak {level}), so the mouth would not move. Use a "
-                           "recording with speech, or pass --allow_silence to sync it anyway.")
+        level = f"peak {20 * np.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
+        raise LipSyncError(f"The audio '{path}' is silent ({level}), so the mouth would not move. Use a recording "
+                           "with speech, or allow silent audio (--allow_silence, or 'Allow silent audio' under "
+                           "Advanced in the app) to sync it anyway.")
 
 
 _MEL_BASIS: np.ndarray | None = None

@@ -30,6 +30,7 @@ DETECTORS = ("auto", "s3fd", "haar")
 
 class FaceDetector(Protocol):
     name: str
+    batch_size: int  # frames it is best given per call (more only costs memory)
 
     def detect(self, frames: Sequence[np.ndarray], previous: Detection = None) -> list[Detection]:
         """One detection (the most confident face) per BGR frame.
@@ -111,6 +112,7 @@ class HaarDetector:
     """
 
     name = "haar"
+    batch_size = 4  # it works frame by frame; a small batch keeps few frames waiting
     MAX_SIDE = 480  # px: detection resolution (faces down to ~5% of the width); boxes are mapped back
     CHIN_EXTENSION = 0.10
     SEARCH_MARGIN = 0.5  # the region around the previous face, in face sizes on each side
@@ -279,7 +281,9 @@ class CropTrack:
         if index >= len(self._rank):
             return False
         rank = self._rank[index]
-        return rank is None or not self.smooth or rank + SMOOTHING_WINDOW <= len(self._boxes)
+        if rank is None:  # passed through unchanged, once it is clear the clip has a face at all
+            return bool(self._boxes)
+        return not self.smooth or rank + SMOOTHING_WINDOW <= len(self._boxes)
 
     def crop(self, index: int, timeout: float | None = None) -> Crop | None:
         """The crop (y1, y2, x1, x2) of frame `index`, or None without a face; waits until it is settled.

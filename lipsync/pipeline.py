@@ -12,6 +12,8 @@ the audio is shorter, exactly as in the official inference.py.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import os
 import queue
 import threading
@@ -144,7 +146,8 @@ class StageTimes:
                 close()
 
 
-FRAME_BUDGET_BYTES = int(float(os.environ.get("LIPSYNC_FRAME_BUDGET_MB", "256")) * 2**20)  # frames held at once
+FRAME_BUDGET_BYTES = int(float(os.environ.get("LIPSYNC_FRAME_BUDGET_MB", "256")) * 2**20)  # frames held per batch
+QUEUE_FRAMES = 4  # frames decoded ahead of each consumer: enough to overlap, few enough to keep memory flat
 
 
 def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
@@ -279,6 +282,21 @@ class FaceSource:
             yield frame
 
 
+def release_memory(device: str) -> None:
+    """Hand a finished job's memory back to the system, so a long-running server returns to its baseline.
+
+    Frames and activations are freed when a job ends, but glibc keeps freed heap pages
+    and CUDA keeps its cache; both are returned here.
+    """
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to trim
+        pass
+
+
 def fixed_crop(options: Options, height: int, width: int) -> Crop:
     y1, y2, x1, x2 = options.box
     if not (0 <= y1 < y2 <= height and 0 <= x1 < x2 <= width):
@@ -300,6 +318,7 @@ class FaceDetection:
         self.source, self.options, self.detector = source, options, detector
         self.limit = 1 if source.static else n_frames  # the distinct frames the output uses
         self.track = CropTrack(options.pads, height, width, smooth=not options.nosmooth)
+        self.batch = max(1, min(detector.batch_size, FRAME_BUDGET_BYTES // (height * width * 3)))
         self.key = cache.cache_key(source.info.path, detector.name, options.resize_factor, options.rotate,
                                    options.crop, source.static, options.det_max_side)
         self.cached = cache.load(self.key, self.limit)
@@ -327,11 +346,11 @@ class FaceDetection:
         try:
             previous: Detection = None
             batch: list[np.ndarray] = []
-            frames = prefetch(self.source.head(self.limit), self.options.face_det_batch_size)
+            frames = prefetch(self.source.head(self.limit), QUEUE_FRAMES)
             try:
                 for frame in frames:
                     batch.append(frame)
-                    if len(batch) == self.options.face_det_batch_size:
+                    if len(batch) == self.batch:
                         previous = self._detect(batch, previous)
                         batch = []
                     if self._stop.is_set():
@@ -395,7 +414,7 @@ def synthesize(source: FaceSource, windows: np.ndarray, crops: FaceDetection | C
         progress("Syncing lips", writer.frames_written, n_out)
 
     batch_size = 0
-    frames = prefetch(source.looped(n_out), 8)
+    frames = prefetch(source.looped(n_out), QUEUE_FRAMES)
     try:
         for i, (index, frame) in enumerate(frames):
             batch_size = batch_size or frames_per_batch(options, *frame.shape[:2], device=generator.device)

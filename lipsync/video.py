@@ -86,6 +86,9 @@ _ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
 _CHANNELS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
 
 
+MIN_FPS, MAX_FPS = 1.0, 240.0  # frame rates outside this range are a damaged or odd file, not a video
+
+
 def _snap_fps(value: float) -> float:
     """ffmpeg prints rates rounded to 2 decimals; recover the NTSC rationals (30000/1001, …)."""
     for base in (24, 30, 48, 60, 120):
@@ -146,9 +149,14 @@ def probe_media(path: str) -> MediaInfo:
     if info.get("rotation", 0) % 180 != 0:
         info["width"], info["height"] = info["height"], info["width"]
     if info.get("has_video"):
+        # The official inference.py times the mel windows by OpenCV's number; for variable-frame-rate
+        # clips it can differ from the rate ffmpeg prints, so it wins whenever it is plausible.
         exact = _cv2_fps(path)
-        if exact > 0 and abs(exact - info.get("fps", exact)) < 0.01:
+        if MIN_FPS <= exact <= MAX_FPS:
             info["fps"] = exact
+        if not MIN_FPS <= info.get("fps", 0) <= MAX_FPS:
+            raise LipSyncError(f"'{path}' has no usable frame rate ({info.get('fps', 0):g} fps). Re-export it as an "
+                               "MP4 at a constant frame rate (e.g. 25 or 30 fps) and try again.")
     return MediaInfo(**info)
 
 
@@ -170,6 +178,12 @@ def _last_error_line(stderr_file) -> str:
     return lines[-1] if lines else "unknown ffmpeg error"
 
 
+def _truncated(stderr_file) -> bool:
+    """ffmpeg decodes what there is of a cut-off MP4 and exits 0, but says 'partial file'."""
+    stderr_file.seek(0)
+    return b"partial file" in stderr_file.read()
+
+
 def read_frames(info: MediaInfo) -> Iterator[np.ndarray]:
     """Stream a video's frames as BGR uint8 arrays, upright, every decoded frame once.
 
@@ -181,7 +195,8 @@ def read_frames(info: MediaInfo) -> Iterator[np.ndarray]:
     cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", info.path, "-map", "0:v:0", "-an", "-sn",
            "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"]
     with tempfile.TemporaryFile() as stderr_file:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr_file, bufsize=frame_bytes)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr_file, bufsize=frame_bytes,
+                                start_new_session=True)  # Ctrl-C reaches us, and we stop ffmpeg in `finally`
         try:
             while True:
                 buf = bytearray(frame_bytes)
@@ -198,6 +213,9 @@ def read_frames(info: MediaInfo) -> Iterator[np.ndarray]:
             if proc.wait() != 0:
                 raise LipSyncError(f"Could not decode the video '{info.path}' ({_last_error_line(stderr_file)}). "
                                    "The file may be damaged; re-export it as MP4 and try again.")
+            if _truncated(stderr_file):
+                raise LipSyncError(f"The video '{info.path}' is truncated: it ends part-way through (an upload or "
+                                   "copy that did not finish). Use the complete file.")
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -253,10 +271,12 @@ class VideoWriter:
             cmd += ["-c:a", "aac", "-b:a", "192k"]
         cmd += ["-movflags", "+faststart", "-f", "mp4", self.partial]
         self._stderr = tempfile.TemporaryFile()
-        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._stderr)
+        # Its own session: a Ctrl-C in the terminal must not make ffmpeg finish the partial file on its own;
+        # the writer decides (complete: moved into place; interrupted: killed and deleted).
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=self._stderr, start_new_session=True)
         self.frames_written = 0
         # A feeder thread writes to ffmpeg so that encoding overlaps the model; the queue bounds memory.
-        self._queue: queue.Queue = queue.Queue(maxsize=16)
+        self._queue: queue.Queue = queue.Queue(maxsize=4)
         self._feed_error: BaseException | None = None
         self.encode_seconds = 0.0  # time spent waiting on ffmpeg to take frames: the encoder's busy time
         self._feeder = threading.Thread(target=self._feed, daemon=True)

@@ -130,3 +130,46 @@ def make_speech(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
         raw.unlink()
         return path
     return write_wav(path, speech_samples(seconds, rate), rate)
+
+
+def convert(source: Path, target: Path, *args: str) -> Path:
+    """Re-encode `source` into `target` with ffmpeg (format from the name, codec options in `args`)."""
+    subprocess.run([ffmpeg_exe(), "-y", "-v", "error", "-i", str(source), *args, str(target)], check=True)
+    return target
+
+
+def make_vfr_video(path: Path, frames: int = 30, size=(240, 180)) -> Path:
+    """A variable-frame-rate clip: 25 fps for the first half, 10 fps after (what phones and screen recorders make)."""
+    half = frames // 2
+    expr = f"if(lt(N,{half}),N/25,{half}/25+(N-{half})/10)/TB"
+    return write_video(path, pan_zoom_frames(frames, size), 25, size,
+                       extra=["-vf", f"setpts='{expr}'", "-fps_mode", "vfr", "-c:v", "libx264", "-preset", "ultrafast",
+                              "-pix_fmt", "yuv420p"])
+
+
+def make_video_with_gap(path: Path, frames: int = 25, gap: range = range(8, 14), size=(240, 180)) -> Path:
+    """A face clip in which some frames show no face (a flat grey card), as when someone walks out of shot."""
+    def frames_with_gap():
+        for i, frame in enumerate(pan_zoom_frames(frames, size)):
+            yield np.full_like(frame, 120) if i in gap else frame
+    return write_video(path, frames_with_gap(), 25, size)
+
+
+def write_image(path: Path, kind: str) -> Path:
+    """The astronaut photo as a greyscale PNG, an RGBA PNG, a CMYK JPEG or a WebP."""
+    from PIL import Image
+
+    rgb = cv2.cvtColor(astronaut_bgr(), cv2.COLOR_BGR2RGB)
+    if kind == "grey_png":
+        Image.fromarray(rgb).convert("L").save(path, format="PNG")
+    elif kind == "rgba_png":
+        image = Image.fromarray(rgb).convert("RGBA")
+        image.putalpha(200)
+        image.save(path, format="PNG")
+    elif kind == "cmyk_jpeg":
+        Image.fromarray(rgb).convert("CMYK").save(path, format="JPEG", quality=92)
+    elif kind == "webp":
+        Image.fromarray(rgb).save(path, format="WEBP", quality=90)
+    else:
+        raise ValueError(kind)
+    return path

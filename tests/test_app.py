@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 ARTIFACTS = Path(os.environ.get("LIPSYNC_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
 DEFAULTS = dict(pad_top=0, pad_bottom=10, pad_left=0, pad_right=0, resize=1, smooth=True, blend="box",
-                device="cpu", detector="haar", box_top=-1, box_bottom=-1, box_left=-1, box_right=-1)
+                device="cpu", detector="haar", box_top=-1, box_bottom=-1, box_left=-1, box_right=-1,
+                allow_silence=False)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def _call(app, face_video=None, face_photo=None, audio=None, **settings):
     return app.lipsync(face_video, face_photo, audio, values["pad_top"], values["pad_bottom"], values["pad_left"],
                        values["pad_right"], values["resize"], app.CUSTOM, values["smooth"], values["blend"],
                        values["device"], values["detector"], values["box_top"], values["box_bottom"],
-                       values["box_left"], values["box_right"], progress=lambda *a, **k: None)
+                       values["box_left"], values["box_right"], values["allow_silence"],
+                       progress=lambda *a, **k: None)
 
 
 def test_app_builds_with_named_endpoint(app_module):
@@ -124,7 +126,7 @@ def test_http_api_with_gradio_client(server, tmp_path):
     client = Client(server, verbose=False, download_files=str(tmp_path))
     original, result, download, stats = client.predict(
         None, handle_file(str(EXAMPLES / "astronaut.jpg")), handle_file(str(EXAMPLES / "speech.wav")),
-        0, 10, 0, 0, 1, "custom ($LIPSYNC_CHECKPOINT)", True, "box", "cpu", "haar", -1, -1, -1, -1,
+        0, 10, 0, 0, 1, "custom ($LIPSYNC_CHECKPOINT)", True, "box", "cpu", "haar", -1, -1, -1, -1, False,
         api_name="/lipsync")
     path = result["video"] if isinstance(result, dict) else result
     info = probe_media(path)
