@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pixels added to the detected face box; raise BOTTOM until the chin is inside")
     p.add_argument("--face_det_batch_size", type=int, default=16, help="frames per face-detection batch")
     p.add_argument("--wav2lip_batch_size", type=int, default=0,
-                   help="faces per Wav2Lip model batch; 0 picks by device (128 on CUDA, 16 on a CPU, where small "
+                   help="faces per Wav2Lip model batch; 0 picks by device (128 on CUDA, 8 on a CPU, where small "
                         "batches run faster). The result does not depend on it")
     p.add_argument("--resize_factor", type=int, default=1,
                    help="divide the resolution by this first (2 turns 1080p into 540p); often better and faster")

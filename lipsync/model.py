@@ -150,7 +150,7 @@ def load_model(path: str, device: str | torch.device = "cpu") -> Wav2Lip:
 
 
 PRECISIONS = ("fp32", "fp16", "bf16")
-DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 16}  # faces per model call; on a CPU small batches run faster
+DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 8}  # faces per model call; on a CPU small batches run faster
 
 
 class Generator:

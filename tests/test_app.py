@@ -164,3 +164,58 @@ def test_browser_upload_click_and_watch(server):
         page.screenshot(path=str(ARTIFACTS / "app_result.png"), full_page=True)
         browser.close()
     assert (ARTIFACTS / "app_result.png").stat().st_size > 10_000
+
+
+def test_five_clients_at_once_all_answered_and_a_bad_one_hurts_no_other(server, tmp_path):
+    """Jobs queue behind the concurrency limit; a failing request does not disturb the others."""
+    import threading
+
+    import media
+    from gradio_client import Client, handle_file
+
+    speech = media.make_speech(tmp_path / "short.wav", seconds=0.6)
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("this is not a video\n" * 20)
+    answers: dict[str, object] = {}
+
+    def call(name: str, video: Path | None, photo: Path | None) -> None:
+        client = Client(server, verbose=False, download_files=str(tmp_path / name))
+        try:
+            answers[name] = client.predict(
+                handle_file(str(video)) if video else None, handle_file(str(photo)) if photo else None,
+                handle_file(str(speech)), 0, 10, 0, 0, 1, "custom ($LIPSYNC_CHECKPOINT)", True, "box", "cpu",
+                "haar", -1, -1, -1, -1, False, api_name="/lipsync")
+        except Exception as err:  # the client raises the app's gr.Error as an exception
+            answers[name] = err
+
+    jobs = [(f"good{i}", None, EXAMPLES / "astronaut.jpg") for i in range(3)]
+    jobs += [("video", EXAMPLES / "astronaut.mp4", None), ("bad", bad, None)]
+    threads = [threading.Thread(target=call, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert "not a video, photo or audio file" in str(answers["bad"])
+    for name in ("good0", "good1", "good2", "video"):
+        assert not isinstance(answers[name], Exception), answers[name]
+        result = answers[name][1]
+        info = probe_media(result["video"] if isinstance(result, dict) else result)
+        assert info.has_video and info.has_audio
+
+
+def _rss_mb() -> float:
+    import re
+
+    return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+
+def test_memory_returns_to_its_baseline_after_each_job(app_module):
+    face, audio = str(EXAMPLES / "astronaut.mp4"), str(EXAMPLES / "speech.wav")
+    _call(app_module, face_video=face, audio=audio)  # the first job loads the model and warms the caches
+    baseline = _rss_mb()
+    growth = []
+    for _ in range(3):
+        _call(app_module, face_video=face, audio=audio)
+        growth.append(_rss_mb() - baseline)
+    print(f"RSS baseline {baseline:.0f} MB, growth after jobs 2-4: {[round(g) for g in growth]} MB")
+    assert max(growth) < 150, growth

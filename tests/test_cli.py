@@ -79,3 +79,41 @@ def test_bad_input_is_one_clear_sentence(case, checkpoint, face_video, speech, t
     assert proc.returncode == 1
     assert expected in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args.replace("\0", " "))
+    return found
+
+
+def test_ctrl_c_leaves_no_output_no_temp_file_and_no_ffmpeg(checkpoint, tmp_path):
+    import signal
+
+    face = media.make_face_video(tmp_path / "interrupted face.mp4", seconds=2.0)
+    audio = media.write_wav(tmp_path / "long.wav", media.speech_samples(8.0))
+    out_dir, tmp = tmp_path / "out", tmp_path / "tmp"
+    out_dir.mkdir()
+    tmp.mkdir()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), TMPDIR=str(tmp))
+    proc = subprocess.Popen([sys.executable, "-m", "lipsync", "--face", str(face), "--audio", str(audio),
+                             "--outfile", str(out_dir / "out.mp4"), "--checkpoint_path", str(checkpoint),
+                             "--detector", "haar"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            start_new_session=True)
+    seen = ""
+    while "Syncing lips" not in seen:  # interrupt in the middle of the work, the encoder running
+        char = proc.stderr.read(1)
+        assert char, f"the CLI ended before syncing: {seen}"
+        seen += char
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    err = seen + proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, err
+    assert "Stopped; no output was written." in err and "Traceback" not in err
+    assert list(out_dir.iterdir()) == [] and list(tmp.iterdir()) == []
+    assert _processes_mentioning(str(face)) == []
