@@ -8,9 +8,20 @@ values into `lipsync.Options`. The work is done by the `lipsync` package.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see lipsync/__init__.py
+
+try:  # ZeroGPU on Hugging Face Spaces: imported first (before torch), the GPU is attached only inside decorated calls
+    import spaces
+
+    on_gpu = spaces.GPU(duration=180)
+except ImportError:  # anywhere else the decorator does nothing
+    def on_gpu(fn):
+        return fn
+
 import argparse
 import logging
-import os
 import shutil
 import tempfile
 import threading
@@ -27,14 +38,6 @@ from lipsync.preview import detect_first_frame, draw_boxes
 from lipsync.video import browser_copy, probe_media
 from lipsync.weights import CHECKPOINT_ENV, CHECKPOINTS, DEFAULT_CHECKPOINT, available_checkpoints
 
-try:  # ZeroGPU on Hugging Face Spaces: the GPU is attached only inside decorated calls
-    import spaces
-
-    on_gpu = spaces.GPU(duration=180)
-except ImportError:  # anywhere else the decorator does nothing
-    def on_gpu(fn):
-        return fn
-
 log = logging.getLogger("lipsync.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
@@ -48,6 +51,7 @@ MAX_UPLOAD = os.environ.get("LIPSYNC_MAX_UPLOAD", "500mb")
 KEEP_MINUTES = float(os.environ.get("LIPSYNC_KEEP_MINUTES", "60"))  # results kept on disk this long
 OUTPUT_ROOT = Path(os.environ.get("LIPSYNC_OUTPUT_DIR", Path(tempfile.gettempdir()) / "lipsync-app"))
 
+ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))  # no GPU outside decorated calls: the preview detects on the CPU
 CUSTOM = "custom ($LIPSYNC_CHECKPOINT)"
 RESIZE_CHOICES = [("Full resolution", 1), ("Half (1/2)", 2), ("Quarter (1/4)", 4)]
 DETECTOR_CHOICES = [("Automatic", "auto"), ("S3FD (as Wav2Lip was trained)", "s3fd"), ("Haar (offline)", "haar")]
@@ -177,7 +181,7 @@ def preview(face_video, face_photo, pad_top, pad_bottom, pad_left, pad_right, re
     key = f"{face}|{resize}|{detector}|{device}"
     try:
         if cache.get("key") != key:
-            found, note = get_detector(detector, device)
+            found, note = get_detector(detector, "cpu" if ZERO_GPU else device)
             frame, detection = detect_first_frame(face, options, found)
             cache = {"key": key, "frame": frame, "detection": detection, "note": note}
         image = draw_boxes(cache["frame"], cache["detection"], options)
@@ -268,6 +272,17 @@ def build_app() -> gr.Blocks:
     return demo
 
 
+def fetch_weights() -> None:
+    """Download missing weights before serving, so the first visitor does not wait (on by default on Spaces)."""
+    from lipsync.weights import find_s3fd, resolve_checkpoint
+
+    try:
+        log.info("Wav2Lip checkpoint: %s", resolve_checkpoint(os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT))
+        log.info("S3FD face detector: %s", find_s3fd(download=True) or "not available; the Haar detector will be used")
+    except LipSyncError as err:  # the page still starts; each job then shows this message
+        log.error("%s", err)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Start the lipsync web app.")
     parser.add_argument("--host", default=os.environ.get("LIPSYNC_HOST", os.environ.get("GRADIO_SERVER_NAME",
@@ -278,8 +293,13 @@ def main() -> None:
                         help="port [$LIPSYNC_PORT]")
     parser.add_argument("--share", action="store_true", default=os.environ.get("LIPSYNC_SHARE") == "1",
                         help="also serve on a public gradio.live link [$LIPSYNC_SHARE=1]")
+    parser.add_argument("--fetch-weights", action=argparse.BooleanOptionalAction,
+                        default=bool(os.environ.get("SPACE_ID")),
+                        help="download missing weights before serving (default: on Hugging Face Spaces only)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    if args.fetch_weights:
+        fetch_weights()
     demo = build_app()
     start_cleaner()
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)

@@ -12,15 +12,22 @@ The API loads the model once and syncs many clips:
 
 from __future__ import annotations
 
-import threading
-from dataclasses import replace
+import os
 
-from . import audio
-from .errors import LipSyncError
-from .faces import FaceDetector, make_detector
-from .model import Wav2Lip, load_model
-from .pipeline import Options, ProgressCallback, SyncResult, release_memory, resolve_device, run
-from .weights import resolve_checkpoint
+# Idle OpenMP threads in torch spin by default, burning the cores that decoding, detection and encoding need
+# at the same time: on 2 CPU cores the whole pipeline ran at 0.55 of the model's own speed that way, 0.68 with
+# them sleeping (bench/RESULTS.md). Read when torch loads, so set before it is imported; a user's choice stands.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import threading  # noqa: E402
+from dataclasses import replace  # noqa: E402
+
+from . import audio  # noqa: E402
+from .errors import LipSyncError  # noqa: E402
+from .faces import FaceDetector, make_detector  # noqa: E402
+from .model import Wav2Lip, load_model  # noqa: E402
+from .pipeline import Options, ProgressCallback, SyncResult, release_memory, resolve_device, run  # noqa: E402
+from .weights import resolve_checkpoint  # noqa: E402
 
 __all__ = ["LipSync", "LipSyncError", "Options", "SyncResult", "load_model", "resolve_checkpoint"]
 

@@ -16,6 +16,7 @@ from .blend import BLEND_MODES
 from .errors import LipSyncError
 from .faces import DETECTORS
 from .model import PRECISIONS
+from .video import ENCODERS
 from .weights import CHECKPOINTS, DEFAULT_CHECKPOINT
 
 
@@ -68,13 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cuda", "cpu", "mps"), default="auto", help="where the models run")
     p.add_argument("--detector", choices=DETECTORS, default="auto",
                    help="face detector: 's3fd' (what Wav2Lip was trained with; downloads 90 MB once), 'haar' "
-                        "(OpenCV, no download), 'auto' (s3fd when available, else haar)")
+                        "(OpenCV, no download), 'auto' (s3fd on a GPU when available, else haar; on a CPU haar, "
+                        "since s3fd takes seconds per frame there)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="the model's arithmetic: fp32 gives the official numbers; fp16 (GPU) and bf16 (GPU, recent "
                         "CPUs) are faster with small differences in the mouth")
     p.add_argument("--det_max_side", type=int, default=0,
                    help="run S3FD on frames shrunk to this longer side, boxes mapped back (0: full resolution, "
                         "as the original); e.g. 640 makes detection of 1080p several times faster")
+    p.add_argument("--encoder", choices=ENCODERS, default="auto",
+                   help="H.264 encoder: 'auto' uses NVIDIA's h264_nvenc when the models run on CUDA and it works "
+                        "there, else libx264")
     p.add_argument("--allow_silence", action="store_true",
                    help="sync silent or near-silent audio instead of stopping with an error")
     p.add_argument("--max_seconds", type=float, default=float(os.environ.get("LIPSYNC_MAX_SECONDS", "0")),
@@ -122,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                           resize_factor=args.resize_factor, crop=tuple(args.crop), box=tuple(args.box),
                           rotate=args.rotate, nosmooth=args.nosmooth, blend=args.blend, detector=args.detector,
                           allow_silence=args.allow_silence, max_seconds=args.max_seconds, precision=args.precision,
-                          det_max_side=args.det_max_side, max_side=args.max_side)
+                          det_max_side=args.det_max_side, max_side=args.max_side, encoder=args.encoder)
         options.validate()
         out_dir = os.path.dirname(os.path.abspath(args.outfile))
         os.makedirs(out_dir, exist_ok=True)

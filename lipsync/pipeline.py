@@ -18,8 +18,8 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Optional, TypeVar
 
 import cv2
 import numpy as np
@@ -31,7 +31,7 @@ from .blend import BLEND_MODES, paste
 from .errors import LipSyncError
 from .faces import Crop, CropTrack, Detection, FaceDetector, make_detector
 from .model import DEFAULT_BATCH, IMG_SIZE, PRECISIONS, Generator, Wav2Lip
-from .video import MediaInfo, VideoWriter, probe_media, read_frames, read_image
+from .video import MediaInfo, VideoWriter, choose_encoder, probe_media, read_frames, read_image
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 T = TypeVar("T")
@@ -58,6 +58,7 @@ class Options:
     precision: str = "fp32"  # the generator's arithmetic: fp32 as the original, fp16/bf16 faster
     det_max_side: int = 0  # S3FD on frames shrunk to this longer side (0 = full resolution, as the original)
     max_side: int = 4096  # refuse frames larger than this (after --resize_factor); 0 = no limit
+    encoder: str = "auto"  # H.264 encoder: libx264, h264_nvenc, or auto (NVENC on CUDA when it works)
 
     def validate(self) -> None:
         if self.blend not in BLEND_MODES:
@@ -464,6 +465,7 @@ def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, option
     height, width = source.first().shape[:2]
     check_frame_size(height, width, options, face)
     generator = Generator(model, device, options.precision)
+    encoder = choose_encoder(options.encoder, device)
     detection: FaceDetection | None = None
     if options.fixed_box:
         crops: FaceDetection | Crop = fixed_crop(options, height, width)
@@ -477,7 +479,7 @@ def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, option
 
     t1 = time.perf_counter()
     try:
-        with VideoWriter(outfile, width, height, fps, audio) as writer:
+        with VideoWriter(outfile, width, height, fps, audio, video_codec=encoder) as writer:
             no_face = synthesize(source, windows, crops, options, generator, writer, progress)
             progress("Encoding", 0, 1)
     finally:

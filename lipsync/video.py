@@ -8,6 +8,7 @@ beside the destination and moved into place only once ffmpeg has finished cleanl
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import re
@@ -57,6 +58,16 @@ class MediaInfo:
     audio_rate: int = 0
     audio_channels: int = 0
     duration: float = 0.0  # seconds, 0 when unknown
+    container: str = ""  # ffmpeg's demuxer names, e.g. "mov,mp4,m4a,3gp,3g2,mj2"
+    video_codec: str = ""  # e.g. "h264"
+    pixel_format: str = ""  # e.g. "yuv420p"
+    audio_codec: str = ""  # e.g. "aac"
+
+    @property
+    def plays_in_browsers(self) -> bool:
+        """H.264 4:2:0 in MP4 with AAC sound or none: what every browser plays as it is."""
+        return (not self.is_image and "mp4" in self.container.split(",") and self.video_codec == "h264"
+                and self.pixel_format == "yuv420p" and self.audio_codec in ("", "aac"))
 
 
 def is_image_file(path: str) -> bool:
@@ -75,6 +86,7 @@ def _check_readable(path: str) -> None:
         raise LipSyncError(f"'{path}' is empty (0 bytes). The upload or copy did not finish; use the original file.")
 
 
+_CONTAINER = re.compile(r"Input #0, ([\w,]+), from")
 _VIDEO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Video: (?P<rest>.*)")
 _AUDIO_STREAM = re.compile(r"Stream #\d+:\d+.*?: Audio: (?P<rest>.*)")
 _SIZE = re.compile(r"(?<![\dx])(\d{2,5})x(\d{2,5})(?![\dx])")
@@ -121,10 +133,17 @@ def probe_media(path: str) -> MediaInfo:
             "unknown format). Re-export it as MP4, JPG/PNG or WAV/MP3 and try again."
         )
     info: dict = {"path": path}
+    container = _CONTAINER.search(text)
+    if container:
+        info["container"] = container.group(1)
     for line in text.splitlines():
         video = _VIDEO_STREAM.search(line)
         if video and "attached pic" not in line and not info.get("has_video"):
             rest = video.group("rest")
+            info["video_codec"] = rest.split(" ", 1)[0].rstrip(",")
+            pixel_format = re.search(r"\), (\w+)[(,]|, (yuv\w+|rgb\w+|gray\w*|bgr\w+)", rest)
+            if pixel_format:
+                info["pixel_format"] = pixel_format.group(1) or pixel_format.group(2)
             size = _SIZE.search(rest)
             if size:
                 info.update(has_video=True, width=int(size.group(1)), height=int(size.group(2)))
@@ -134,6 +153,7 @@ def probe_media(path: str) -> MediaInfo:
         audio = _AUDIO_STREAM.search(line)
         if audio and not info.get("has_audio"):
             rest = audio.group("rest")
+            info["audio_codec"] = rest.split(" ", 1)[0].rstrip(",")
             rate = _RATE.search(rest)
             layout = next((n for name, n in _CHANNELS.items() if re.search(rf"\b{re.escape(name)}\b", rest)), None)
             channels = re.search(r"(\d+) channels", rest)
@@ -228,6 +248,10 @@ def fps_fraction(fps: float) -> Fraction:
     return Fraction(fps).limit_denominator(1001)
 
 
+ENCODERS = ("auto", "libx264", "h264_nvenc")
+
+
+@functools.lru_cache(maxsize=1)
 def has_h264_nvenc() -> bool:
     """NVIDIA hardware H.264 encoding works here (a GPU with NVENC and a driver that exposes it)."""
     try:
@@ -239,6 +263,18 @@ def has_h264_nvenc() -> bool:
     return proc.returncode == 0
 
 
+def choose_encoder(name: str, device: str) -> str:
+    """'auto': NVIDIA's hardware encoder when the models run on CUDA and it works here, else libx264."""
+    if name not in ENCODERS:
+        raise LipSyncError(f"Unknown encoder '{name}'. Choose one of: {', '.join(ENCODERS)}.")
+    if name == "h264_nvenc" and not has_h264_nvenc():
+        raise LipSyncError("The h264_nvenc encoder does not work here (it needs an NVIDIA GPU with NVENC). "
+                           "Use --encoder libx264.")
+    if name == "auto":
+        return "h264_nvenc" if device.startswith("cuda") and has_h264_nvenc() else "libx264"
+    return name
+
+
 class VideoWriter:
     """Encode BGR frames to an H.264 yuv420p + AAC MP4 that browsers play, atomically.
 
@@ -247,7 +283,7 @@ class VideoWriter:
     """
 
     def __init__(self, outfile: str, width: int, height: int, fps: float, audio_path: str | None,
-                 video_codec: str = "libx264", crf: int = 18, preset: str = "veryfast") -> None:
+                 video_codec: str = "libx264", crf: int = 18, preset: str = "superfast") -> None:
         self.outfile = os.path.abspath(outfile)
         self.width, self.height = width, height
         self.even_width, self.even_height = width + width % 2, height + height % 2
@@ -352,7 +388,11 @@ def browser_copy(info: MediaInfo, outfile: str, audio_path: str | None = None, s
     """An H.264/AAC MP4 of the original face input that any browser plays, for side-by-side viewing.
 
     A video keeps its own sound; a photo becomes a still clip of `seconds` over `audio_path`.
+    A video that browsers already play (H.264 4:2:0 + AAC in a .mp4) is returned as it is:
+    re-encoding a minute of 1080p only to show it would cost more than the lip sync.
     """
+    if info.plays_in_browsers and Path(info.path).suffix.lower() in (".mp4", ".m4v"):
+        return info.path
     even = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
     if info.is_image:
         cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-loop", "1", "-framerate", "25", "-i", info.path]
@@ -362,7 +402,7 @@ def browser_copy(info: MediaInfo, outfile: str, audio_path: str | None = None, s
     else:
         cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error", "-i", info.path, "-map", "0:v:0", "-map", "0:a:0?",
                "-vf", even, "-c:v", "libx264", "-c:a", "aac"]
-    cmd += ["-preset", "veryfast", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4"]
+    cmd += ["-preset", "superfast", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4"]
     partial = outfile + ".partial"
     proc = subprocess.run(cmd + [partial], capture_output=True)
     if proc.returncode != 0:

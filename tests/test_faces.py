@@ -104,3 +104,43 @@ def test_haar_follows_a_moving_face_near_its_full_frame_box():
     pairs = [(a, b) for a, b in zip(tracked, alone) if a is not None and b is not None]
     assert len(pairs) >= 15
     assert np.median([np.abs(np.subtract(a, b)).max() for a, b in pairs]) <= 12
+
+
+def test_s3fd_sees_the_input_the_official_code_gives_it(tmp_path, monkeypatch):
+    """The official vendored S3FD gets frame[..., ::-1] - (104, 117, 123); ours must give the network the same."""
+    import torch
+    from face_alignment.detection.sfd.net_s3fd import s3fd
+
+    from lipsync.faces import S3FDDetector
+
+    weights = tmp_path / "s3fd_random.pth"
+    torch.manual_seed(0)
+    torch.save(s3fd().state_dict(), weights)
+    detector = S3FDDetector(str(weights), "cpu", batch_size=2)
+    seen = []
+    net = detector._net.face_detector
+    original_forward = net.forward
+    monkeypatch.setattr(net, "forward", lambda x: seen.append(x.clone()) or original_forward(x))
+    frames = [np.ascontiguousarray(f) for f in media.pan_zoom_frames(3, (64, 48))]
+    found = detector.detect(frames)
+    assert len(found) == 3
+    official = np.stack(frames)[..., ::-1] - np.array([104, 117, 123])
+    ours = torch.cat(seen).numpy()
+    assert np.array_equal(ours, official.transpose(0, 3, 1, 2).astype(np.float32))
+
+
+def test_auto_picks_the_fast_offline_detector_on_a_cpu():
+    from lipsync.faces import make_detector
+
+    detector, note = make_detector("auto", "cpu", allow_download=False)
+    assert detector.name == "haar" and "--detector s3fd" in note
+
+
+def test_s3fd_without_weights_offline_says_what_to_do(monkeypatch, tmp_path):
+    from lipsync import weights
+    from lipsync.faces import make_detector
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(LipSyncError, match="--detector haar"):
+        make_detector("s3fd", "cpu", allow_download=False)

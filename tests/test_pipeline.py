@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-import media
 from lipsync import Options, cache
 from lipsync.pipeline import FRAME_BUDGET_BYTES, frames_per_batch, prefetch
 

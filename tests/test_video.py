@@ -89,3 +89,17 @@ def test_unreadable_inputs_get_clear_errors(tmp_path):
         probe_media(str(text))
     with pytest.raises(LipSyncError, match="not found"):
         probe_media(str(tmp_path / "missing.mp4"))
+
+
+def test_browser_copy_reuses_a_video_browsers_already_play(tmp_path, face_video, speech):
+    from lipsync.video import browser_copy
+
+    playable = probe_media(str(face_video))
+    assert playable.plays_in_browsers
+    assert browser_copy(playable, str(tmp_path / "copy.mp4")) == str(face_video)
+    odd = tmp_path / "full_chroma.mp4"
+    media.write_video(odd, media.pan_zoom_frames(5), 25, (320, 240),
+                      extra=["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p"])
+    converted = browser_copy(probe_media(str(odd)), str(tmp_path / "copy.mp4"), str(speech))
+    info = probe_media(converted)
+    assert converted == str(tmp_path / "copy.mp4") and info.plays_in_browsers
