@@ -366,11 +366,12 @@ class FaceDetection:
             self.track.fail(err)
 
     def _detect(self, frames: list[np.ndarray], previous: Detection) -> Detection:
+        """Detect a batch; returns the last face found so far (the next batch's search hint)."""
         start = time.perf_counter()
         found = self.detector.detect(frames, previous)
         self.source.timings.add("detect", time.perf_counter() - start)
         self.track.add(found)
-        return found[-1]
+        return next((d for d in reversed(found) if d is not None), previous)
 
     def stop(self) -> None:
         self._stop.set()

@@ -37,8 +37,8 @@ def draw_boxes(frame: np.ndarray, detection: Detection, options: Options) -> np.
     if options.fixed_box:
         y1, y2, x1, x2 = options.box
         cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), CROP_COLOUR, thickness)
-    elif detection is not None:
-        cv2.rectangle(canvas, detection[:2], (detection[2] - 1, detection[3] - 1), DETECTED_COLOUR, max(1, thickness // 2))
+    elif detection is not None:  # the padded crop first, so the detector's thinner box stays visible on top
         x1, y1, x2, y2 = pad_detection(detection, options.pads, height, width)
         cv2.rectangle(canvas, (x1, y1), (x2 - 1, y2 - 1), CROP_COLOUR, thickness)
+        cv2.rectangle(canvas, detection[:2], (detection[2] - 1, detection[3] - 1), DETECTED_COLOUR, max(1, thickness // 2))
     return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)

@@ -31,10 +31,19 @@ def test_smoothing_is_the_official_in_place_integer_mean():
 
 
 def test_frames_without_a_face_pass_through():
-    detections = [(10, 10, 50, 50), None, (12, 10, 52, 50), None]
+    """Before the first face, after the last and in long gaps, frames pass through and are not smoothed with."""
+    gone = [None] * 4
+    detections = [None, (10, 10, 50, 50), *gone, (12, 10, 52, 50), None]
     crops = crops_from_detections(detections, (0, 0, 0, 0), 100, 100)
-    assert crops[1] is None and crops[3] is None
-    assert crops[0] == crops[2] == (10, 50, 11, 51)  # smoothed over the two frames that have a face
+    assert crops[0] is None and crops[2:6] == [None] * 4 and crops[7] is None
+    assert crops[1] == crops[6] == (10, 50, 11, 51)  # smoothed over the two frames that have a face
+
+
+def test_a_detector_blinking_for_a_few_frames_is_bridged():
+    """A gap of up to three frames between two faces gets boxes on the line between them."""
+    detections = [(10, 10, 50, 50), None, None, None, (14, 10, 54, 50)]
+    crops = crops_from_detections(detections, (0, 0, 0, 0), 100, 100, smooth=False)
+    assert crops == [(10, 50, 10, 50), (10, 50, 11, 51), (10, 50, 12, 52), (10, 50, 13, 53), (10, 50, 14, 54)]
 
 
 def test_no_face_anywhere_is_a_clear_error():
