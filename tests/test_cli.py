@@ -105,7 +105,9 @@ def test_ctrl_c_leaves_no_output_no_temp_file_and_no_ffmpeg(checkpoint, tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "lipsync", "--face", str(face), "--audio", str(audio),
                              "--outfile", str(out_dir / "out.mp4"), "--checkpoint_path", str(checkpoint),
                              "--detector", "haar"], stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-                            start_new_session=True)
+                            start_new_session=True,
+                            # as in a terminal: a runner started in the background may pass SIGINT on ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = ""
     while "Syncing lips" not in seen:  # interrupt in the middle of the work, the encoder running
         char = proc.stderr.read(1)
