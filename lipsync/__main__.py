@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
                           det_max_side=args.det_max_side, max_side=args.max_side, encoder=args.encoder)
         options.validate()
         out_dir = os.path.dirname(os.path.abspath(args.outfile))
-        os.makedirs(out_dir, exist_ok=True)
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+        except OSError as err:
+            raise LipSyncError(f"Cannot create the output folder '{out_dir}' ({err.strerror}). Choose another "
+                               "--outfile.") from None
         engine = LipSync(args.checkpoint_path, device=args.device)
         if not args.quiet:
             print(f"Model {engine.checkpoint_path} on {engine.device}", file=sys.stderr)

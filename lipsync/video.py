@@ -290,7 +290,15 @@ class VideoWriter:
         out_dir = os.path.dirname(self.outfile)
         if not os.path.isdir(out_dir):
             raise LipSyncError(f"The output folder '{out_dir}' does not exist. Create it or choose another path.")
-        fd, self.partial = tempfile.mkstemp(prefix=f".{Path(self.outfile).stem}.", suffix=".partial.mp4", dir=out_dir)
+        if os.path.isdir(self.outfile):
+            raise LipSyncError(f"The output '{outfile}' is a folder. Give a file name, e.g. "
+                               f"{os.path.join(outfile, 'result.mp4')}.")
+        try:
+            fd, self.partial = tempfile.mkstemp(prefix=f".{Path(self.outfile).stem}.", suffix=".partial.mp4",
+                                                dir=out_dir)
+        except OSError as err:
+            raise LipSyncError(f"Cannot write in the folder '{out_dir}' ({err.strerror}). Choose an output path in "
+                               "a folder you can write to.") from None
         os.close(fd)
         rate = fps_fraction(fps)
         cmd = [ffmpeg_exe(), "-nostdin", "-y", "-v", "error",

@@ -240,6 +240,18 @@ def test_cli_refuses_with_one_clear_sentence(case, corpus, tmp_path, capsys):
     assert not corpus["payload marker"].exists()  # a pickled payload never ran
 
 
+def test_cli_refuses_an_output_that_is_a_folder(corpus, tmp_path, capsys):
+    from lipsync.__main__ import main
+
+    folder = tmp_path / "results"
+    folder.mkdir()
+    code = main(["--face", str(corpus["face"]), "--audio", str(corpus["speech"]), "--outfile", str(folder),
+                 "--checkpoint_path", str(corpus["checkpoint"]), "--detector", "haar"])
+    err = capsys.readouterr().err
+    assert code == 1 and "is a folder. Give a file name" in err and "Traceback" not in err
+    assert list(folder.iterdir()) == []
+
+
 @pytest.mark.parametrize("case", ACCEPTED, ids=[c.name for c in ACCEPTED])
 def test_cli_handles_awkward_input(case, corpus, tmp_path, capsys):
     code, err, outfile = _run_cli(case, corpus, tmp_path, capsys)
