@@ -99,6 +99,7 @@ def precision_check(device: str, work: Path, checkpoint: Path) -> None:
     generator in fp32 and in each half precision the device runs; the codec noise is
     the difference between the same frames before and after x264 at the engine's CRF.
     """
+    import cv2
     import numpy as np
 
     import media
@@ -110,7 +111,8 @@ def precision_check(device: str, work: Path, checkpoint: Path) -> None:
     model = load_model(str(checkpoint), device)
     frames = list(media.pan_zoom_frames(32, (640, 360)))
     boxes = HaarDetector().detect(frames)
-    crops = np.stack([cv2_resize(f[b[1]:b[3] + 20, b[0]:b[2]], 96) for f, b in zip(frames, boxes) if b is not None])
+    crops = np.stack([cv2.resize(f[b[1]:b[3] + 20, b[0]:b[2]], (96, 96)) for f, b in zip(frames, boxes)
+                      if b is not None])
     speech = work / "speech-4s.wav"
     if not speech.exists():
         media.make_speech(speech, 4.0)
@@ -139,12 +141,6 @@ def precision_check(device: str, work: Path, checkpoint: Path) -> None:
     noise = np.concatenate([np.abs(a.astype(int) - b.astype(int)).ravel() for a, b in zip(frames, decoded)])
     print(f"x264 (crf 18) vs its input: mean {noise.mean():.2f}, 99th percentile {np.percentile(noise, 99):.0f}, "
           f"max {noise.max()}")
-
-
-def cv2_resize(image, side: int):
-    import cv2
-
-    return cv2.resize(image, (side, side))
 
 
 def child_run(args: argparse.Namespace) -> None:

@@ -195,14 +195,18 @@ def prefetch(items: Iterable[T], depth: int) -> Iterator[T]:
             close()
 
 
+def frames_in_budget(wanted: int, height: int, width: int) -> int:
+    """`wanted` capped so that many full BGR frames stay within FRAME_BUDGET_BYTES (at least 1)."""
+    return max(1, min(wanted, FRAME_BUDGET_BYTES // (height * width * 3)))
+
+
 def frames_per_batch(options: Options, height: int, width: int, device: str = "cpu") -> int:
     """The model batch, capped so the full frames waiting for their faces stay within FRAME_BUDGET_BYTES.
 
     The batch size does not change the output (batch norm runs in eval mode); the cap keeps
     peak memory the same for a 1080p or a 4K clip as for a 720p one.
     """
-    wanted = options.wav2lip_batch_size or DEFAULT_BATCH.get(device.split(":")[0], 16)
-    return max(1, min(wanted, FRAME_BUDGET_BYTES // (height * width * 3)))
+    return frames_in_budget(options.wav2lip_batch_size or DEFAULT_BATCH.get(device.split(":")[0], 16), height, width)
 
 
 class FaceSource:
@@ -319,7 +323,7 @@ class FaceDetection:
         self.source, self.options, self.detector = source, options, detector
         self.limit = 1 if source.static else n_frames  # the distinct frames the output uses
         self.track = CropTrack(options.pads, height, width, smooth=not options.nosmooth)
-        self.batch = max(1, min(detector.batch_size, FRAME_BUDGET_BYTES // (height * width * 3)))
+        self.batch = frames_in_budget(detector.batch_size, height, width)
         self.key = cache.cache_key(source.info.path, detector.name, options.resize_factor, options.rotate,
                                    options.crop, source.static, options.det_max_side)
         self.cached = cache.load(self.key, self.limit)
