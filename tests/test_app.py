@@ -14,16 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from app_handler import call_handler
 from lipsync.video import probe_media, read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 ARTIFACTS = Path(os.environ.get("LIPSYNC_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
-DEFAULTS = dict(pad_top=0, pad_bottom=10, pad_left=0, pad_right=0, resize=1, smooth=True, blend="box",
-                device="cpu", detector="haar", box_top=-1, box_bottom=-1, box_left=-1, box_right=-1,
-                allow_silence=False)
-
-
 @pytest.fixture(scope="module")
 def app_module(checkpoint, monkeypatch_module):
     monkeypatch_module.setenv("LIPSYNC_CHECKPOINT", str(checkpoint))
@@ -39,15 +35,6 @@ def monkeypatch_module():
     mp.undo()
 
 
-def _call(app, face_video=None, face_photo=None, audio=None, **settings):
-    values = {**DEFAULTS, **settings}
-    return app.lipsync(face_video, face_photo, audio, values["pad_top"], values["pad_bottom"], values["pad_left"],
-                       values["pad_right"], values["resize"], app.CUSTOM, values["smooth"], values["blend"],
-                       values["device"], values["detector"], values["box_top"], values["box_bottom"],
-                       values["box_left"], values["box_right"], values["allow_silence"],
-                       progress=lambda *a, **k: None)
-
-
 def test_app_builds_with_named_endpoint(app_module):
     demo = app_module.build_app()
     config = demo.get_config_file()
@@ -55,8 +42,8 @@ def test_app_builds_with_named_endpoint(app_module):
 
 
 def test_handler_runs_end_to_end_on_a_photo(app_module):
-    original, result, download, stats = _call(app_module, face_photo=str(EXAMPLES / "astronaut.jpg"),
-                                              audio=str(EXAMPLES / "speech.wav"))
+    original, result, download, stats = call_handler(app_module, face_photo=str(EXAMPLES / "astronaut.jpg"),
+                                                     audio=str(EXAMPLES / "speech.wav"))
     info = probe_media(result)
     assert info.has_audio and (info.width, info.height) == (512, 512)
     assert probe_media(original).has_video and download == result
@@ -67,15 +54,16 @@ def test_handler_turns_bad_input_into_gr_error(app_module, tmp_path):
     import gradio as gr
 
     with pytest.raises(gr.Error, match="Upload a face"):
-        _call(app_module, audio=str(EXAMPLES / "speech.wav"))
+        call_handler(app_module, audio=str(EXAMPLES / "speech.wav"))
     silent = tmp_path / "silence.wav"
     import media
     import numpy as np
     media.write_wav(silent, np.zeros(16000, np.float32))
     with pytest.raises(gr.Error, match="silent"):
-        _call(app_module, face_photo=str(EXAMPLES / "astronaut.jpg"), audio=str(silent))
+        call_handler(app_module, face_photo=str(EXAMPLES / "astronaut.jpg"), audio=str(silent))
     # a failed job does not break the next one
-    _, result, _, _ = _call(app_module, face_video=str(EXAMPLES / "astronaut.mp4"), audio=str(EXAMPLES / "speech.wav"))
+    _, result, _, _ = call_handler(app_module, face_video=str(EXAMPLES / "astronaut.mp4"),
+                                   audio=str(EXAMPLES / "speech.wav"))
     assert len(list(read_frames(probe_media(result)))) > 0
 
 
@@ -211,11 +199,11 @@ def _rss_mb() -> float:
 
 def test_memory_returns_to_its_baseline_after_each_job(app_module):
     face, audio = str(EXAMPLES / "astronaut.mp4"), str(EXAMPLES / "speech.wav")
-    _call(app_module, face_video=face, audio=audio)  # the first job loads the model and warms the caches
+    call_handler(app_module, face_video=face, audio=audio)  # the first job loads the model and warms the caches
     baseline = _rss_mb()
     growth = []
     for _ in range(3):
-        _call(app_module, face_video=face, audio=audio)
+        call_handler(app_module, face_video=face, audio=audio)
         growth.append(_rss_mb() - baseline)
     print(f"RSS baseline {baseline:.0f} MB, growth after jobs 2-4: {[round(g) for g in growth]} MB")
     assert max(growth) < 150, growth

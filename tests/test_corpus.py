@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import media
+from app_handler import call_handler
 from lipsync.video import ffmpeg_exe, is_image_file, probe_media, read_frames
 
 SPEECH_SECONDS = 1.0
@@ -279,10 +280,6 @@ def app(checkpoint, tmp_path_factory):
 
 
 def _run_app(app, case: Case, corpus, tmp_path, monkeypatch):
-    settings = dict(pad_top=0, pad_bottom=10, pad_left=0, pad_right=0, resize=1, smooth=True, blend="box",
-                    device="cpu", detector="haar", box_top=-1, box_bottom=-1, box_left=-1, box_right=-1,
-                    allow_silence=False)
-    settings.update(case.app)
     for name, value in case.app_limits.items():
         monkeypatch.setattr(app, name, value)
     if case.checkpoint != "checkpoint":  # a fresh engine for this checkpoint, the shared one untouched
@@ -290,12 +287,8 @@ def _run_app(app, case: Case, corpus, tmp_path, monkeypatch):
         monkeypatch.setattr(app, "_engines", {})
     face = _path(corpus, case.face, tmp_path)
     photo = os.path.isfile(face) and is_image_file(face)  # the photo upload, as a person would choose
-    return app.lipsync(
-        None if photo else face, face if photo else None, _path(corpus, case.audio, tmp_path),
-        settings["pad_top"], settings["pad_bottom"], settings["pad_left"], settings["pad_right"], settings["resize"],
-        app.CUSTOM, settings["smooth"], settings["blend"], settings["device"], settings["detector"],
-        settings["box_top"], settings["box_bottom"], settings["box_left"], settings["box_right"],
-        settings["allow_silence"], progress=lambda *a, **k: None)
+    return call_handler(app, face_video=None if photo else face, face_photo=face if photo else None,
+                        audio=_path(corpus, case.audio, tmp_path), **case.app)
 
 
 @pytest.mark.parametrize("case", REFUSED, ids=[c.name for c in REFUSED])
