@@ -202,10 +202,10 @@ def build_app() -> gr.Blocks:
                     "Upload a face and an audio track, check the face box, click **Sync lips**.")
         with gr.Row():
             with gr.Column(scale=1):
-                with gr.Tabs():
-                    with gr.Tab("Video"):
+                with gr.Tabs() as face_tabs:
+                    with gr.Tab("Video", id="video"):
                         face_video = gr.Video(label="Face video", sources=["upload"])
-                    with gr.Tab("Photo"):
+                    with gr.Tab("Photo", id="photo"):
                         face_photo = gr.Image(label="Face photo", type="filepath", sources=["upload"], image_mode=None)
                 audio = gr.Audio(label="Audio (upload any format, or record)", sources=["upload", "microphone"],
                                  type="filepath")
@@ -264,6 +264,11 @@ def build_app() -> gr.Blocks:
         # one face at a time: a new upload in one tab clears the other
         face_video.upload(lambda: None, None, face_photo, api_name=False)
         face_photo.upload(lambda: None, None, face_video, api_name=False)
+        # an example fills one of the two tabs: bring that one to the front, so the face in use is the face shown
+        face_video.change(lambda v: gr.Tabs(selected="video") if v else gr.Tabs(), face_video, face_tabs,
+                          api_name=False, show_progress="hidden")
+        face_photo.change(lambda p: gr.Tabs(selected="photo") if p else gr.Tabs(), face_photo, face_tabs,
+                          api_name=False, show_progress="hidden")
 
         run.click(lipsync, [face_video, face_photo, audio, pad_top, pad_bottom, pad_left, pad_right, resize,
                             checkpoint, smooth, blend, device, detector, box_top, box_bottom, box_left, box_right,
