@@ -1,106 +1,134 @@
 """lipsync web app: upload a face video or photo and an audio track, tune the face box, get the synced video.
 
 This file is the UI and nothing else: components, events, and the translation of their
-values into `lipsync.Options`. The work is done by the `lipsync` package.
+values into `lipsync.Options`, by name. The work is done by the `lipsync` package,
+through its public API only.
 
     python app.py [--host 0.0.0.0] [--port 7860] [--share]
 """
 
 from __future__ import annotations
 
-import os
+import lipsync  # noqa: F401  (first: sets the threading environment before torch loads)
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads: see lipsync/__init__.py
-
-try:  # ZeroGPU on Hugging Face Spaces: imported first (before torch), the GPU is attached only inside decorated calls
+try:  # ZeroGPU on Hugging Face Spaces: imported before torch, the GPU is attached only inside decorated calls
     import spaces
-
-    on_gpu = spaces.GPU(duration=180)
-except ImportError:  # anywhere else the decorator does nothing
-    def on_gpu(fn):
-        return fn
+except ImportError:  # anywhere else there is no GPU decorator
+    spaces = None
 
 import argparse
+import inspect
 import logging
+import os
+import re
 import shutil
 import tempfile
 import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any, Callable
 
 import gradio as gr
 
-from lipsync import LipSync, LipSyncError, Options
-from lipsync.faces import make_detector
-from lipsync.pipeline import resolve_device
-from lipsync.preview import detect_first_frame, draw_boxes
-from lipsync.video import browser_copy, probe_media
-from lipsync.weights import CHECKPOINT_ENV, CHECKPOINTS, DEFAULT_CHECKPOINT, available_checkpoints
+from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, LipSyncError, Options, available_checkpoints, display_copy,
+                     draw_boxes, env_number, face_preview, face_timeline, fetch_weights, gpu_seconds,
+                     prune_detection_cache, shared_engine)
 
 log = logging.getLogger("lipsync.app")
 ROOT = Path(__file__).resolve().parent
 EXAMPLES = ROOT / "examples"
 
-# Settings, each from the environment with a default; the command line can override the server ones.
-MAX_SECONDS = float(os.environ.get("LIPSYNC_MAX_SECONDS", "120"))  # longest audio accepted
-MAX_SIDE = int(os.environ.get("LIPSYNC_MAX_SIDE", "4096"))  # largest frame side accepted (after the resize option)
-CONCURRENCY = int(os.environ.get("LIPSYNC_CONCURRENCY", "1"))  # jobs run at once (protects the GPU)
-QUEUE_SIZE = int(os.environ.get("LIPSYNC_QUEUE_SIZE", "16"))  # jobs waiting before new ones are turned away
+# Server settings, each from the environment with a default; the command line can override the network ones.
+CONCURRENCY = int(env_number("LIPSYNC_CONCURRENCY", 1))  # jobs run at once (protects the GPU)
+QUEUE_SIZE = int(env_number("LIPSYNC_QUEUE_SIZE", 16))  # jobs waiting before new ones are turned away
 MAX_UPLOAD = os.environ.get("LIPSYNC_MAX_UPLOAD", "500mb")
-KEEP_MINUTES = float(os.environ.get("LIPSYNC_KEEP_MINUTES", "60"))  # results kept on disk this long
+KEEP_MINUTES = env_number("LIPSYNC_KEEP_MINUTES", 60.0)  # results kept on disk this long
 OUTPUT_ROOT = Path(os.environ.get("LIPSYNC_OUTPUT_DIR", Path(tempfile.gettempdir()) / "lipsync-app"))
+# Limits of a public server that differ from the CLI's (no limit there); the variables override them here too.
+APP_LIMITS = {"max_seconds": env_number("LIPSYNC_MAX_SECONDS", 120.0),  # longest audio accepted
+              "time_limit": env_number("LIPSYNC_TIME_LIMIT", 900.0),  # longest a job may run
+              "max_work": env_number("LIPSYNC_MAX_WORK", 10000.0)}  # megapixel-frames: 2 min of 1080p at 40 fps
 
-ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))  # no GPU outside decorated calls: the preview detects on the CPU
+# ZeroGPU marks itself as the `spaces` package reads it; there is no GPU outside decorated calls, so the preview
+# detects on the CPU, and each job asks for the GPU time its clip needs (a fixed request would lock visitors out).
+ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "t", "true")
+# Examples are run once, on the first click, and kept (on Spaces by default: never at start-up, which on ZeroGPU
+# would spend GPU quota before anyone asked).
+CACHE_EXAMPLES = os.environ.get("LIPSYNC_CACHE_EXAMPLES", "1" if os.environ.get("SPACE_ID") else "0") == "1"
+GPU_QUOTA_SECONDS = env_number("LIPSYNC_GPU_MAX_SECONDS", 110.0)  # under the 2-minute quota of anonymous visitors
 CUSTOM = "custom ($LIPSYNC_CHECKPOINT)"
 RESIZE_CHOICES = [("Full resolution", 1), ("Half (1/2)", 2), ("Quarter (1/4)", 4)]
-DETECTOR_CHOICES = [("Automatic", "auto"), ("S3FD (as Wav2Lip was trained)", "s3fd"), ("Haar (offline)", "haar")]
+DETECTOR_CHOICES = [("Automatic", "auto"), ("S3FD (as Wav2Lip was trained)", "s3fd"),
+                    ("BlazeFace (fast on a CPU, follows one face)", "blazeface"), ("Haar (offline)", "haar")]
+BLEND_CHOICES = [("Mouth only (soft, colour-matched)", "mouth"), ("Box (as the original)", "box"),
+                 ("Feathered edges", "feather")]
+DEFAULTS = Options()
 
-_engines: dict[tuple[str, str], LipSync] = {}
-_detectors: dict[tuple[str, str], tuple] = {}
-_lock = threading.Lock()
+
+def default(name: str) -> Any:
+    """The declared default of a setting; `pads_top` and the like are one side of a rectangle, `face_point_x`
+    one axis of a point."""
+    field, _, side = name.rpartition("_")
+    if side in ("top", "bottom", "left", "right") and hasattr(DEFAULTS, field):
+        return getattr(DEFAULTS, field)[("top", "bottom", "left", "right").index(side)]
+    if side in ("x", "y") and hasattr(DEFAULTS, field):
+        return getattr(DEFAULTS, field)[("x", "y").index(side)]
+    return getattr(DEFAULTS, name)
+
+
+class Controls:
+    """The page's inputs in the order the click's API takes them: one `add` per control, by setting name."""
+
+    def __init__(self) -> None:
+        self.components: dict[str, gr.components.Component] = {}
+
+    def add(self, name: str, component: gr.components.Component) -> gr.components.Component:
+        self.components[name] = component
+        return component
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.components)
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        return list(self.components.values())
+
+
+INPUTS = ("face", "audio")  # the job's files; every other control is a setting
+ENGINE_SETTINGS = ("checkpoint_path", "device")
 
 
 def checkpoint_choices() -> list[str]:
     names = [DEFAULT_CHECKPOINT] + [n for n in CHECKPOINTS if n != DEFAULT_CHECKPOINT]
-    return ([CUSTOM] if os.environ.get(CHECKPOINT_ENV) else []) + names
+    return ([CUSTOM] if os.environ.get("LIPSYNC_CHECKPOINT") else []) + names
 
 
-def get_engine(checkpoint: str, device: str) -> LipSync:
-    """One loaded model per (checkpoint, device), shared by every request."""
-    key = (checkpoint, resolve_device(device))
-    with _lock:
-        if key not in _engines:
-            spec = os.environ.get(CHECKPOINT_ENV) if checkpoint == CUSTOM else checkpoint
-            _engines[key] = LipSync(spec, device=key[1])
-        return _engines[key]
+def build_options(settings: dict[str, Any]) -> Options:
+    """Options from the controls' values (by name) and the server's limits."""
+    job = {k: v for k, v in settings.items() if k not in INPUTS and k not in ENGINE_SETTINGS}
+    options = Options.from_flat({**job, **APP_LIMITS})
+    if options.point is not None and options.detector == "auto":  # a clicked face: only BlazeFace can follow one
+        options = options.with_changes(detector="blazeface")
+    return options
 
 
-def get_detector(name: str, device: str):
-    key = (name, resolve_device(device))
-    with _lock:
-        if key not in _detectors:
-            _detectors[key] = make_detector(name, key[1])
-        return _detectors[key]
-
-
-def build_options(pad_top, pad_bottom, pad_left, pad_right, resize, smooth, blend, detector,
-                  box_top, box_bottom, box_left, box_right, allow_silence=False) -> Options:
-    box = tuple(int(v if v is not None else -1) for v in (box_top, box_bottom, box_left, box_right))
-    return Options(pads=(int(pad_top), int(pad_bottom), int(pad_left), int(pad_right)), resize_factor=int(resize),
-                   nosmooth=not smooth, blend=blend, detector=detector,
-                   box=box if all(v >= 0 for v in box) else (-1, -1, -1, -1), max_seconds=MAX_SECONDS,
-                   max_side=MAX_SIDE, allow_silence=bool(allow_silence))
+_active_jobs: set[Path] = set()  # folders of running jobs: the cleaner never touches them
+_active_lock = threading.Lock()
 
 
 def clean_old_outputs(now: float | None = None) -> None:
-    """Delete per-request folders older than KEEP_MINUTES; run at every job's start and on a schedule."""
+    """Delete finished jobs' folders older than KEEP_MINUTES; run at every job's start and on a schedule."""
     now = now or time.time()
+    prune_detection_cache(KEEP_MINUTES * 60)  # visitors' face boxes go with their results
     if not OUTPUT_ROOT.is_dir():
         return
+    with _active_lock:
+        active = set(_active_jobs)
     for folder in OUTPUT_ROOT.iterdir():
         try:
-            if now - folder.stat().st_mtime > KEEP_MINUTES * 60:
+            if folder not in active and now - folder.stat().st_mtime > KEEP_MINUTES * 60:
                 shutil.rmtree(folder, ignore_errors=True)
         except FileNotFoundError:
             pass
@@ -121,171 +149,248 @@ def start_cleaner(interval_s: float = 600) -> threading.Thread:
     return thread
 
 
+def _hide_server_paths(message: str) -> str:
+    """A message with quoted absolute paths cut to their file names: visitors need not see the server's folders."""
+    return re.sub(r"'/[^']*/([^'/]+)'", r"'\1'", message)
+
+
 def user_error(err: Exception) -> gr.Error:
     if isinstance(err, LipSyncError):
-        return gr.Error(str(err))
+        return gr.Error(_hide_server_paths(str(err)))
     log.exception("unexpected failure")
     return gr.Error(f"Something went wrong on our side ({type(err).__name__}). The job was stopped; "
                     "please try again, and report it if it happens again.")
 
 
-@on_gpu
-def lipsync(face_video, face_photo, audio, pad_top, pad_bottom, pad_left, pad_right, resize, checkpoint, smooth,
-            blend, device, detector, box_top, box_bottom, box_left, box_right, allow_silence=False,
-            progress=gr.Progress()):
-    """Sync the face to the audio; returns (original, result, download, stats)."""
-    face = face_video or face_photo
+def run_job(settings: dict[str, Any], progress: Callable | None = None) -> tuple[str, str, str, str, Any]:
+    """Make the lips of the face in a video or photo follow an audio track (Wav2Lip).
+
+    Args:
+        face: a video or a photo with the face to lip-sync.
+        audio: the speech (any audio file, or a video whose sound to use).
+        pads_top: pixels added above the detected face box.
+        pads_bottom: pixels added below the face box (raise it until the chin is inside).
+        pads_left: pixels added left of the face box.
+        pads_right: pixels added right of the face box.
+        resize_factor: divide the resolution by this first (1, 2 or 4).
+        face_point_x: x of a point on the face to sync in the first frame (pixels; -1: the most prominent face).
+        face_point_y: y of that point (pixels; -1: the most prominent face).
+
+    Returns:
+        the original (for display), the lip-synced MP4, the same file to download, the job's stats, and the
+        face timeline (an image: one column per frame, green where the face was synced).
+    """
+    progress = progress or (lambda *args, **kwargs: None)
+    face = settings.get("face")
     if not face:
         raise gr.Error("Upload a face video or a photo first.")
-    if not audio:
+    if not settings.get("audio"):
         raise gr.Error("Upload or record the audio first.")
     clean_old_outputs()
     job_dir = OUTPUT_ROOT / uuid.uuid4().hex
     job_dir.mkdir(parents=True, exist_ok=True)
+    with _active_lock:
+        _active_jobs.add(job_dir)
     try:
-        options = build_options(pad_top, pad_bottom, pad_left, pad_right, resize, smooth, blend, detector,
-                                box_top, box_bottom, box_left, box_right, allow_silence)
+        options = build_options(settings)
         progress(0, desc="Loading the model")
-        engine = get_engine(checkpoint, device)
+        checkpoint = settings.get("checkpoint_path", DEFAULT_CHECKPOINT)
+        engine = shared_engine(os.environ.get("LIPSYNC_CHECKPOINT") if checkpoint == CUSTOM else checkpoint,
+                               settings.get("device", "auto"))
 
         def report(stage: str, done: int, total: int) -> None:
-            progress(done / max(total, 1), desc=f"{stage} ({done}/{total})")
+            progress((done, max(total, 1)), desc=stage)  # a (done, total) pair: MCP clients see the steps too
 
         outfile = job_dir / f"lipsync_{Path(face).stem[:40]}.mp4"
-        result = engine.sync(face, audio, str(outfile), options, progress=report)
+        result = engine.sync(face, settings["audio"], str(outfile), options, progress=report)
         progress(1.0, desc="Preparing the original for display")
-        original = browser_copy(probe_media(face), str(job_dir / "original.mp4"), audio,
-                                seconds=result.frames / result.fps)
+        original = display_copy(face, str(job_dir / "original.mp4"), settings["audio"], seconds=result.duration)
     except Exception as err:
         shutil.rmtree(job_dir, ignore_errors=True)
         raise user_error(err) from None
-    s = result.seconds
-    stats = (f"**{result.frames} frames** ({result.frames / result.fps:.1f} s at {result.fps:.3f} fps, "
-             f"{result.width}x{result.height}) · "
-             f"{result.frames_without_face} without a face · detector: {result.detector} · device: {result.device} · "
-             f"{s['total']:.1f} s in all (busy: audio {s.get('audio', 0):.1f}, faces {s.get('detect', 0):.1f}, "
-             f"model {s.get('generate', 0):.1f}, encoder {s.get('encode', 0):.1f}; the stages overlap)")
+    finally:
+        with _active_lock:
+            _active_jobs.discard(job_dir)
     if result.frames_without_face:
         gr.Warning(f"No face was found in {result.frames_without_face} frames; they were left unchanged.")
-    return original, str(outfile), str(outfile), stats
+    return original, str(outfile), str(outfile), result.stats_markdown(), face_timeline(result.face_frames)
 
 
-def preview(face_video, face_photo, pad_top, pad_bottom, pad_left, pad_right, resize, detector, device,
-            box_top, box_bottom, box_left, box_right, cache):
-    """Draw the detected and padded boxes on the first frame; detection reruns only for a new face/setting."""
-    face = face_video or face_photo
+def preview(settings: dict[str, Any], state: dict) -> tuple[Any, str, dict]:
+    """Draw the detected and padded boxes on the first frame; detection reruns only for a new face or setting."""
+    face = settings.get("face")
     if not face:
         return None, "", {}
-    options = build_options(pad_top, pad_bottom, pad_left, pad_right, resize, True, "box", detector,
-                            box_top, box_bottom, box_left, box_right)
-    key = f"{face}|{resize}|{detector}|{device}"
     try:
-        if cache.get("key") != key:
-            found, note = get_detector(detector, "cpu" if ZERO_GPU else device)
-            frame, detection = detect_first_frame(face, options, found)
-            cache = {"key": key, "frame": frame, "detection": detection, "note": note}
-        image = draw_boxes(cache["frame"], cache["detection"], options)
+        options = build_options(settings)
+        device = "cpu" if ZERO_GPU else settings.get("device", "auto")
+        key = (face, options.resize_factor, options.rotate, options.crop, options.detector, device)
+        if state.get("key") != key:
+            state = {"key": key, "preview": face_preview(face, options, device)}
+        image = draw_boxes(state["preview"], options)
     except Exception as err:
         raise user_error(err) from None
-    if options.fixed_box:
+    found = state["preview"]
+    if options.fixed_box is not None:
         note = "Green: the fixed face box."
-    elif cache["detection"] is None:
+    elif options.point is not None and not found.can_pick:
+        note = (f"The {found.detector} detector cannot follow a clicked face: choose BlazeFace or Automatic under "
+                "Advanced, or upload a new clip to go back to the most prominent face.")
+    elif options.point is not None and found.picked(options.point) is None:
+        note = ("The point you clicked is on no face found by "
+                f"{found.detector}: click on a face (grey boxes), or pick another detector.")
+    elif found.picked(options.point) is None:
         note = "No face found in the first frame. Try another clip, or set a fixed face box under Advanced."
     else:
-        note = f"Blue: face found by {cache['note'].split(' ')[0]}. Green: with padding, what the model sees."
-    return image, note, cache
+        note = f"Blue: face found by {found.detector}. Green: with padding, what the model sees."
+        if found.can_pick and len(found.faces) > 1:
+            note += " Grey: other faces; click one to sync it instead."
+    return image, note, state
+
+
+def pick_face_point(state: dict, evt: gr.SelectData) -> tuple[int, int]:
+    """A click on the preview: the point in frame pixels (the preview is a shrunk copy), for face_point."""
+    found = state.get("preview") if state else None
+    if found is None or evt is None or evt.index is None:
+        return -1, -1
+    return found.to_frame(*evt.index[:2])
+
+
+def job_seconds(settings: dict[str, Any]) -> float:
+    """GPU seconds to ask ZeroGPU for this job: what the clip needs (lipsync.gpu_seconds), never more than allowed."""
+    try:
+        return min(GPU_QUOTA_SECONDS, gpu_seconds(settings["face"], settings["audio"], build_options(settings)))
+    except (LipSyncError, KeyError, TypeError):
+        return 30.0  # the job fails at once with its own message: ask for little
+
+
+def job_problem(settings: dict[str, Any]) -> tuple[str, str] | None:
+    """What stops this job before it starts: (the input at fault, one sentence), or None."""
+    face, audio = settings.get("face"), settings.get("audio")
+    if not face:
+        return "face", "Upload a face video or a photo first."
+    if not audio:
+        return "audio", "Upload or record the audio first."
+    if ZERO_GPU:
+        try:
+            needed = gpu_seconds(face, audio, build_options(settings))
+        except LipSyncError:  # a bad file: the job itself says what is wrong, without a GPU
+            return None
+        if needed > GPU_QUOTA_SECONDS:
+            return "audio", (f"This clip needs about {needed:.0f} s of GPU time, more than the "
+                             f"{GPU_QUOTA_SECONDS:.0f} s a job may ask for here. Use shorter audio (under a minute), "
+                             "or the Resize option.")
+    return None
+
+
+def validate_job(settings: dict[str, Any]) -> list[dict]:
+    """Gradio's validator, one verdict per input: runs before the job is queued (and before a GPU is asked for)."""
+    problem = job_problem(settings)
+    return [gr.validate(problem is None or name != problem[0], problem[1] if problem else "") for name in settings]
+
+
+def named_handler(names: list[str], handler: Callable, defaults: dict[str, Any], extra: dict[str, Any],
+                  name: str | None = None) -> Callable:
+    """A Gradio handler taking the controls' values positionally, named after the controls for the API.
+
+    Its signature lists the controls by setting name (so API callers can pass them by
+    name) followed by `extra` parameters (e.g. progress); it calls `handler(values_by_name, *extras)`.
+    """
+    def call(*values):
+        return handler(dict(zip(names, values[: len(names)])), *values[len(names):])
+
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults.get(n)) for n in names]
+    params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v) for n, v in extra.items()]
+    call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    call.__name__ = name or handler.__name__  # the MCP tool's name
+    call.__doc__ = handler.__doc__  # the API's and the MCP tool's description
+    return call
 
 
 def build_app() -> gr.Blocks:
+    controls = Controls()
+    add = controls.add
     with gr.Blocks(title="lipsync", delete_cache=(1800, 3600)) as demo:
         gr.Markdown("# lipsync\nMake the lips in a video or photo follow any audio, with Wav2Lip. "
                     "Upload a face and an audio track, check the face box, click **Sync lips**.")
         with gr.Row():
             with gr.Column(scale=1):
-                with gr.Tabs() as face_tabs:
-                    with gr.Tab("Video", id="video"):
-                        face_video = gr.Video(label="Face video", sources=["upload"])
-                    with gr.Tab("Photo", id="photo"):
-                        face_photo = gr.Image(label="Face photo", type="filepath", sources=["upload"], image_mode=None)
-                audio = gr.Audio(label="Audio (upload any format, or record)", sources=["upload", "microphone"],
-                                 type="filepath")
+                face = add("face", gr.File(label="Face: a video or a photo", file_types=["video", "image"],
+                                           type="filepath", height=120))
+                add("audio", gr.Audio(label="Audio (upload any format, or record)", sources=["upload", "microphone"],
+                                      type="filepath"))
                 with gr.Group():
                     gr.Markdown("**Face box padding** (pixels added around the detected face; include the chin)")
                     with gr.Row():
-                        pad_top = gr.Slider(0, 200, value=0, step=1, label="Top")
-                        pad_bottom = gr.Slider(0, 200, value=10, step=1, label="Bottom")
+                        add("pads_top", gr.Slider(0, 200, value=default("pads_top"), step=1, label="Top"))
+                        add("pads_bottom", gr.Slider(0, 200, value=default("pads_bottom"), step=1, label="Bottom"))
                     with gr.Row():
-                        pad_left = gr.Slider(0, 200, value=0, step=1, label="Left")
-                        pad_right = gr.Slider(0, 200, value=0, step=1, label="Right")
-                resize = gr.Radio(RESIZE_CHOICES, value=1, label="Resize: lower the resolution first "
-                                  "(faster; 720p or 480p often gives the best mouth)")
+                        add("pads_left", gr.Slider(0, 200, value=default("pads_left"), step=1, label="Left"))
+                        add("pads_right", gr.Slider(0, 200, value=default("pads_right"), step=1, label="Right"))
+                add("resize_factor", gr.Radio(RESIZE_CHOICES, value=default("resize_factor"),
+                                              label="Resize: lower the resolution first (faster; 720p or 480p "
+                                                    "often gives the best mouth)"))
                 with gr.Accordion("Advanced", open=False):
                     choices = checkpoint_choices()
-                    present = available_checkpoints()
-                    checkpoint = gr.Dropdown(choices, value=choices[0], label="Checkpoint",
-                                             info=f"In weights/: {', '.join(present) or 'none'}; others are "
-                                                  "downloaded on first use")
-                    smooth = gr.Checkbox(value=True, label="Smooth the face box over 5 frames")
-                    blend = gr.Radio([("Box (as the original)", "box"), ("Feathered edges", "feather")],
-                                     value="box", label="Blend")
-                    device = gr.Radio(["auto", "cuda", "cpu", "mps"], value="auto", label="Device")
-                    detector = gr.Radio(DETECTOR_CHOICES, value="auto", label="Face detector")
-                    allow_silence = gr.Checkbox(value=False, label="Allow silent audio",
-                                                info="Sync audio with no speech (the mouth stays closed)")
-                    gr.Markdown("Fixed face box instead of detection (pixels; -1 = detect)")
+                    add("checkpoint_path", gr.Dropdown(choices, value=choices[0], label="Checkpoint",
+                                                       info=f"In weights/: {', '.join(available_checkpoints()) or 'none'}; "
+                                                            "others are downloaded on first use"))
+                    add("nosmooth", gr.Checkbox(value=default("nosmooth"), label="Follow fast motion",
+                                                info="Do not average the face box over 5 frames"))
+                    add("blend", gr.Radio(BLEND_CHOICES, value="mouth", label="Blend"))  # the CLI keeps 'box'
+                    add("device", gr.Radio(["auto", "cuda", "cpu", "mps"], value="auto", label="Device"))
+                    add("detector", gr.Radio(DETECTOR_CHOICES, value=default("detector"), label="Face detector"))
+                    add("allow_silence", gr.Checkbox(value=default("allow_silence"), label="Allow silent audio",
+                                                     info="Sync audio with no speech (the mouth stays closed)"))
+                    add("keep_silent_mouth", gr.Checkbox(value=True, label="Keep the mouth still in pauses",
+                                                         info="Where nobody speaks for 0.3 s or more, keep the "
+                                                              "face's own mouth (the CLI's default is off)"))
+                    gr.Markdown("Fixed face box instead of detection (pixels; all four, or -1 to detect)")
                     with gr.Row():
-                        box_top = gr.Number(-1, label="Top", precision=0)
-                        box_bottom = gr.Number(-1, label="Bottom", precision=0)
-                        box_left = gr.Number(-1, label="Left", precision=0)
-                        box_right = gr.Number(-1, label="Right", precision=0)
+                        for side in ("top", "bottom", "left", "right"):
+                            add(f"box_{side}", gr.Number(default(f"box_{side}"), label=side.title(), precision=0))
+                for axis in ("x", "y"):  # set by a click on the preview (the face to sync), not shown
+                    add(f"face_point_{axis}", gr.Number(default(f"face_point_{axis}"), precision=0, visible=False))
                 run = gr.Button("Sync lips", variant="primary")
             with gr.Column(scale=1):
-                box_preview = gr.Image(label="Face box preview (first frame)", interactive=False, height=300)
+                box_preview = gr.Image(label="Face box preview (first frame; click a face to sync that one)",
+                                       interactive=False, height=300)
                 box_note = gr.Markdown()
                 with gr.Row():
                     original = gr.Video(label="Original", interactive=False)
                     result = gr.Video(label="Lip-synced", interactive=False)
                 download = gr.File(label="Download the result")
                 stats = gr.Markdown()
+                timeline = gr.Image(label="Face timeline (green: face synced, grey: frame left unchanged)",
+                                    interactive=False, height=60, show_label=True)
 
+        names = controls.names
+        defaults = {name: getattr(component, "value", None) for name, component in controls.components.items()}
+        state = gr.State({}, time_to_live=KEEP_MINUTES * 60)  # a visitor's preview is forgotten with the results
+        preview_handler = named_handler(names, preview, defaults, {"state": {}})
+        redraw = dict(fn=preview_handler, inputs=[*controls.inputs, state], outputs=[box_preview, box_note, state],
+                      api_visibility="private")
+        for name in ("face", "resize_factor", "detector", "device"):
+            controls.components[name].change(**redraw)
+        for name in (n for n in names if n.startswith(("pads_", "box_", "face_point_"))):
+            controls.components[name].change(**redraw, trigger_mode="always_last", show_progress="hidden")
+        point = [controls.components["face_point_x"], controls.components["face_point_y"]]
+        box_preview.select(pick_face_point, inputs=[state], outputs=point, api_visibility="private")
+        face.change(lambda: (-1, -1), outputs=point, api_visibility="private")  # a new clip: the most prominent face
+
+        job = named_handler(names, run_job, defaults, {"progress": gr.Progress()}, name="lipsync")
+        if spaces is not None:  # on ZeroGPU: ask for what this clip needs (a no-op decorator elsewhere)
+            job = spaces.GPU(job, duration=named_handler(names, lambda settings, progress=None: job_seconds(settings),
+                                                         defaults, {"progress": None}))
+        run.click(job, controls.inputs, [original, result, download, stats, timeline], api_name="lipsync",
+                  validator=named_handler(names, validate_job, defaults, {}), show_progress_on=[stats])
         if EXAMPLES.is_dir():
-            gr.Examples(examples=[[None, str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "speech.wav")],
-                                  [str(EXAMPLES / "astronaut.mp4"), None, str(EXAMPLES / "speech.wav")]],
-                        inputs=[face_video, face_photo, audio], label="Examples (public-domain NASA portrait)")
-
-        cache = gr.State({})
-        preview_inputs = [face_video, face_photo, pad_top, pad_bottom, pad_left, pad_right, resize, detector,
-                          device, box_top, box_bottom, box_left, box_right, cache]
-        for control in (face_video, face_photo, resize, detector, device):
-            control.change(preview, preview_inputs, [box_preview, box_note, cache], api_name=False)
-        for control in (pad_top, pad_bottom, pad_left, pad_right, box_top, box_bottom, box_left, box_right):
-            control.change(preview, preview_inputs, [box_preview, box_note, cache], api_name=False,
-                           trigger_mode="always_last", show_progress="hidden")
-        # one face at a time: a new upload in one tab clears the other
-        face_video.upload(lambda: None, None, face_photo, api_name=False)
-        face_photo.upload(lambda: None, None, face_video, api_name=False)
-        # an example fills one of the two tabs: bring that one to the front, so the face in use is the face shown
-        face_video.change(lambda v: gr.Tabs(selected="video") if v else gr.Tabs(), face_video, face_tabs,
-                          api_name=False, show_progress="hidden")
-        face_photo.change(lambda p: gr.Tabs(selected="photo") if p else gr.Tabs(), face_photo, face_tabs,
-                          api_name=False, show_progress="hidden")
-
-        run.click(lipsync, [face_video, face_photo, audio, pad_top, pad_bottom, pad_left, pad_right, resize,
-                            checkpoint, smooth, blend, device, detector, box_top, box_bottom, box_left, box_right,
-                            allow_silence],
-                  [original, result, download, stats], api_name="lipsync")
+            gr.Examples(examples=[[str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "speech.wav")],
+                                  [str(EXAMPLES / "astronaut.mp4"), str(EXAMPLES / "speech.wav")]],
+                        inputs=[face, controls.components["audio"]], label="Examples (public-domain NASA portrait)",
+                        fn=job, outputs=[original, result, download, stats, timeline], cache_examples=CACHE_EXAMPLES,
+                        cache_mode="lazy")
     return demo
-
-
-def fetch_weights() -> None:
-    """Download missing weights before serving, so the first visitor does not wait (on by default on Spaces)."""
-    from lipsync.weights import find_s3fd, resolve_checkpoint
-
-    try:
-        log.info("Wav2Lip checkpoint: %s", resolve_checkpoint(os.environ.get(CHECKPOINT_ENV) or DEFAULT_CHECKPOINT))
-        log.info("S3FD face detector: %s", find_s3fd(download=True) or "not available; the Haar detector will be used")
-    except LipSyncError as err:  # the page still starts; each job then shows this message
-        log.error("%s", err)
 
 
 def main() -> None:
@@ -301,15 +406,31 @@ def main() -> None:
     parser.add_argument("--fetch-weights", action=argparse.BooleanOptionalAction,
                         default=bool(os.environ.get("SPACE_ID")),
                         help="download missing weights before serving (default: on Hugging Face Spaces only)")
+    parser.add_argument("--mcp", action=argparse.BooleanOptionalAction,
+                        default=os.environ.get("LIPSYNC_MCP", os.environ.get("GRADIO_MCP_SERVER", "")).lower()
+                        in ("1", "true"),
+                        help="also serve the lip sync as an MCP tool at /gradio_api/mcp/ (needs gradio[mcp]) "
+                             "[$LIPSYNC_MCP=1]")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests are not news
     if args.fetch_weights:
-        fetch_weights()
+        try:
+            fetched = fetch_weights(os.environ.get("LIPSYNC_CHECKPOINT") or DEFAULT_CHECKPOINT)
+            log.info("Wav2Lip checkpoint: %s; S3FD: %s", fetched.checkpoint,
+                     fetched.s3fd or "not available, the offline detector will be used")
+        except LipSyncError as err:  # the page still starts; each job then shows this message
+            log.error("%s", err)
+    if ZERO_GPU:  # load the model to CUDA at start-up: ZeroGPU emulates CUDA outside jobs and moves it in for each
+        try:
+            shared_engine(os.environ.get("LIPSYNC_CHECKPOINT") or DEFAULT_CHECKPOINT, "cuda")
+        except LipSyncError as err:
+            log.error("%s", err)
     demo = build_app()
     start_cleaner()
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
-                allowed_paths=[str(EXAMPLES)])
+                allowed_paths=[str(EXAMPLES)], mcp_server=args.mcp)
 
 
 if __name__ == "__main__":

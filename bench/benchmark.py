@@ -29,9 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the engine sets it (lipsync/__init__.py), limits included
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+import lipsync  # noqa: E402,F401  (first: sets the threading environment before torch loads, limits included)
 
 CLIPS = {"10s-720p": (10.0, (1280, 720)), "60s-1080p": (60.0, (1920, 1080)), "4s-480p": (4.0, (854, 480))}
 
@@ -52,7 +52,8 @@ def make_inputs(work: Path, name: str) -> tuple[Path, Path]:
 
 
 def limit_decode(clip: Path) -> tuple[int, float]:
-    from lipsync.video import probe_media, read_frames
+    from lipsync.probe import probe_media
+    from lipsync.video import read_frames
 
     start = time.perf_counter()
     n = sum(1 for _ in read_frames(probe_media(str(clip))))
@@ -60,7 +61,8 @@ def limit_decode(clip: Path) -> tuple[int, float]:
 
 
 def limit_encode(clip: Path, speech: Path, n: int, work: Path) -> float:
-    from lipsync.video import VideoWriter, probe_media, read_frames
+    from lipsync.probe import probe_media
+    from lipsync.video import VideoWriter, read_frames
 
     info = probe_media(str(clip))
     frame = next(read_frames(info))
@@ -76,7 +78,8 @@ def limit_generator(device: str, batch: int, n: int, checkpoint: Path) -> float:
     import numpy as np
     import torch
 
-    from lipsync.model import Generator, load_model
+    from lipsync.model import load_model
+    from lipsync.runner import ModelRunner as Generator
 
     generate = Generator(load_model(str(checkpoint), device), device)
     rng = np.random.default_rng(0)
@@ -105,8 +108,10 @@ def precision_check(device: str, work: Path, checkpoint: Path) -> None:
     import media
     from lipsync import audio
     from lipsync.faces import HaarDetector
-    from lipsync.model import Generator, load_model
-    from lipsync.video import VideoWriter, probe_media, read_frames
+    from lipsync.model import load_model
+    from lipsync.runner import ModelRunner as Generator
+    from lipsync.probe import probe_media
+    from lipsync.video import VideoWriter, read_frames
 
     model = load_model(str(checkpoint), device)
     frames = list(media.pan_zoom_frames(32, (640, 360)))
@@ -194,14 +199,14 @@ def fps(frames: int, seconds: float) -> str:
 
 
 def bench_clip(name: str, work: Path, checkpoint: Path, device: str, detector: str) -> None:
-    from lipsync.pipeline import Options, frames_per_batch, resolve_device
+    from lipsync.devices import model_batch, resolve_device
 
     device = resolve_device(device)
     clip, speech = make_inputs(work, name)
     n, t_decode = limit_decode(clip)
     t_encode = limit_encode(clip, speech, n, work)
     height, width = CLIPS[name][1][1], CLIPS[name][1][0]
-    batch = frames_per_batch(Options(), height, width, device)
+    batch = model_batch(0, height, width, device)
     t_gen = limit_generator(device, batch, n, checkpoint)
     limits = {"decode alone": n / t_decode, "encode alone": n / t_encode, f"generator alone (batch {batch})": n / t_gen}
     slowest = min(limits, key=limits.get)
@@ -256,7 +261,7 @@ def main() -> None:
         media.make_checkpoint(checkpoint)
     clips = args.clips or (["4s-480p"] if args.quick else ["10s-720p", "60s-1080p"])
     print(f"# lipsync benchmark, {time.strftime('%Y-%m-%d')}\nmachine: {machine()}")
-    from lipsync.pipeline import resolve_device
+    from lipsync.devices import resolve_device
 
     precision_check(resolve_device(args.device), work, checkpoint)
     if args.precision:

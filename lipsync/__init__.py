@@ -8,61 +8,41 @@ The API loads the model once and syncs many clips:
                          options=Options(pads=(0, 20, 0, 0)),
                          progress=lambda stage, done, total: print(stage, done, total))
     print(result.summary())
+
+Names are imported on first use, so `import lipsync` (and `python -m lipsync --help`)
+stays quick: torch, librosa and the detectors load only when a job needs them.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
 # Idle OpenMP threads in torch spin by default, burning the cores that decoding, detection and encoding need
 # at the same time: on 2 CPU cores the whole pipeline ran at 0.55 of the model's own speed that way, 0.68 with
 # them sleeping (bench/RESULTS.md). Read when torch loads, so set before it is imported; a user's choice stands.
+# This is the one place it is set: the app and the benchmark import lipsync before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import threading  # noqa: E402
-from dataclasses import replace  # noqa: E402
+from .errors import LipSyncError  # noqa: E402  (light: no third-party import)
 
-from . import audio  # noqa: E402
-from .errors import LipSyncError  # noqa: E402
-from .faces import FaceDetector, make_detector  # noqa: E402
-from .model import Wav2Lip, load_model  # noqa: E402
-from .pipeline import Options, ProgressCallback, SyncResult, release_memory, resolve_device, run  # noqa: E402
-from .weights import resolve_checkpoint  # noqa: E402
+_EXPORTS = {
+    "LipSync": "engine", "shared_engine": "engine", "face_preview": "engine", "display_copy": "engine",
+    "fetch_weights": "engine", "FetchedWeights": "engine", "gpu_seconds": "engine", "check_inputs": "engine", "probe_media": "probe",
+    "Options": "options", "EngineOptions": "options", "env_number": "options",
+    "SyncResult": "results", "FacePreview": "preview", "draw_boxes": "preview", "face_timeline": "timeline",
+    "Box": "geometry", "load_model": "model", "resolve_checkpoint": "weights",
+    "available_checkpoints": "weights", "prune_detection_cache": "cache", "CHECKPOINTS": "weights", "DEFAULT_CHECKPOINT": "weights",
+    "run_batch": "batch", "load_manifest": "batch", "BatchReport": "batch", "JobResult": "batch", "Job": "batch",
+}
 
-__all__ = ["LipSync", "LipSyncError", "Options", "SyncResult", "load_model", "resolve_checkpoint"]
+__all__ = ["LipSyncError", *_EXPORTS]
 
 
-class LipSync:
-    """A loaded model (and its face detectors) ready to sync any number of clips."""
-
-    def __init__(self, checkpoint: str | None = None, device: str = "auto", allow_download: bool = True) -> None:
-        self.device = resolve_device(device)
-        self.checkpoint_path = resolve_checkpoint(checkpoint, download=allow_download)
-        warming = threading.Thread(target=audio.warm_up, name="lipsync-audio-warm-up", daemon=True)
-        warming.start()  # overlaps librosa's one-off set-up with loading the checkpoint
-        self.model: Wav2Lip = load_model(self.checkpoint_path, self.device)
-        warming.join()
-        self.allow_download = allow_download
-        self._detectors: dict[tuple[str, int, int], tuple[FaceDetector, str]] = {}
-        self._lock = threading.Lock()
-
-    def detector(self, name: str = "auto", batch_size: int = 16, det_max_side: int = 0) -> tuple[FaceDetector, str]:
-        """The face detector for `name`, built once and reused by later jobs (detectors keep no per-clip state)."""
-        key = (name, batch_size, det_max_side)
-        with self._lock:
-            if key not in self._detectors:
-                self._detectors[key] = make_detector(name, self.device, batch_size, self.allow_download,
-                                                     det_max_side)
-            return self._detectors[key]
-
-    def sync(self, face: str, audio: str, outfile: str, options: Options | None = None,
-             progress: ProgressCallback | None = None, **overrides) -> SyncResult:
-        """Lip-sync one clip. `overrides` are Options fields, e.g. pads=(0, 20, 0, 0), blend='feather'."""
-        options = replace(options or Options(), **overrides)
-        options.validate()
-        detector, note = (None, "") if options.fixed_box else self.detector(
-            options.detector, options.face_det_batch_size, options.det_max_side)
-        try:
-            return run(face, audio, outfile, self.model, self.device, options, detector, note, progress)
-        finally:
-            release_memory(self.device)
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'lipsync' has no attribute '{name}'")

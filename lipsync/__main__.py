@@ -1,106 +1,70 @@
-"""The command line: `python -m lipsync --face F --audio A --outfile O.mp4`.
+"""The command line: `python -m lipsync --face F --audio A --outfile O.mp4` (or the `lipsync` command).
 
-It takes the flags of the official Wav2Lip inference.py with the same meanings, plus
---blend, --device and --detector. Exit status 0 means the output file is complete;
-any problem is one sentence on stderr and a non-zero status, never a traceback.
+It takes the flags of the official Wav2Lip inference.py with the same meanings; every
+setting flag is generated from its declaration in `lipsync.options`. Exit status 0
+means the output file is complete; any problem is one sentence on stderr and a
+non-zero status, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
 
-from .blend import BLEND_MODES
 from .errors import LipSyncError
-from .faces import DETECTORS
-from .model import PRECISIONS
-from .video import ENCODERS
-from .weights import CHECKPOINTS, DEFAULT_CHECKPOINT
+from .flags import add_setting
+from .options import EngineOptions, Options, declared
 
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes", "y", "on"):
-        return True
-    if value.lower() in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected True or False, got '{value}'")
+JOB_FLAGS = ("face", "audio", "outfile", "quiet")  # the job's files and the CLI's own switch: not settings
+FIRST_FRAME_STAGE = "Syncing lips"  # its first progress call comes once the first batch of frames is written
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m lipsync",
         description="Lip-sync the face in a video or photo to an audio track with Wav2Lip. "
-                    "Takes the official Wav2Lip inference.py flags.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "Takes the official Wav2Lip inference.py flags.")
     p.add_argument("--face", required=True, help="video or photo containing the face (any format ffmpeg or "
                                                  "OpenCV reads; photos are recognised by content)")
     p.add_argument("--audio", required=True, help="audio file, or a video whose sound track to use")
-    p.add_argument("--outfile", default="results/result_voice.mp4", help="where to write the MP4 result")
-    p.add_argument("--checkpoint_path", default=None,
-                   help=f"Wav2Lip checkpoint file, or a name ({', '.join(CHECKPOINTS)}). When omitted: "
-                        f"$LIPSYNC_CHECKPOINT, then weights/{CHECKPOINTS[DEFAULT_CHECKPOINT].filename}, "
-                        "then a download from the Hugging Face Hub")
-    p.add_argument("--static", type=_bool, nargs="?", const=True, default=False,
-                   help="use only the first frame of the face video (always so for a photo)")
-    p.add_argument("--fps", type=float, default=25.0, help="frame rate of the output when the face is a photo")
-    p.add_argument("--pads", type=int, nargs=4, default=[0, 10, 0, 0], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
-                   help="pixels added to the detected face box; raise BOTTOM until the chin is inside")
-    p.add_argument("--face_det_batch_size", type=int, default=16, help="frames per face-detection batch")
-    p.add_argument("--wav2lip_batch_size", type=int, default=0,
-                   help="faces per Wav2Lip model batch; 0 picks by device (128 on CUDA, 8 on a CPU, where small "
-                        "batches run faster). The result does not depend on it")
-    p.add_argument("--resize_factor", type=int, default=1,
-                   help="divide the resolution by this first (2 turns 1080p into 540p); often better and faster")
-    p.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
-                   help="keep only this region of the frame (after resize and rotate); -1 means to the edge. "
-                        "Useful when several faces are visible")
-    p.add_argument("--box", type=int, nargs=4, default=[-1, -1, -1, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
-                   help="use this fixed face box instead of detection (pads are not added); for a face that "
-                        "is not detected and hardly moves")
-    p.add_argument("--rotate", action="store_true", help="turn frames 90 degrees clockwise first (phone videos "
-                                                         "that come out sideways)")
-    p.add_argument("--nosmooth", action="store_true", help="do not average face boxes over 5 frames (for fast "
-                                                           "motion)")
-    p.add_argument("--blend", choices=BLEND_MODES, default="box",
-                   help="how the generated mouth is pasted: 'box' exactly as the original; 'feather' fades the "
-                        "box edges into the frame")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu", "mps"), default="auto", help="where the models run")
-    p.add_argument("--detector", choices=DETECTORS, default="auto",
-                   help="face detector: 's3fd' (what Wav2Lip was trained with; downloads 90 MB once), 'haar' "
-                        "(OpenCV, no download), 'auto' (s3fd on a GPU when available, else haar; on a CPU haar, "
-                        "since s3fd takes seconds per frame there)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="the model's arithmetic: fp32 gives the official numbers; fp16 (GPU) and bf16 (GPU, recent "
-                        "CPUs) are faster with small differences in the mouth")
-    p.add_argument("--det_max_side", type=int, default=0,
-                   help="run S3FD on frames shrunk to this longer side, boxes mapped back (0: full resolution, "
-                        "as the original); e.g. 640 makes detection of 1080p several times faster")
-    p.add_argument("--encoder", choices=ENCODERS, default="auto",
-                   help="H.264 encoder: 'auto' uses NVIDIA's h264_nvenc when the models run on CUDA and it works "
-                        "there, else libx264")
-    p.add_argument("--allow_silence", action="store_true",
-                   help="sync silent or near-silent audio instead of stopping with an error")
-    p.add_argument("--max_seconds", type=float, default=float(os.environ.get("LIPSYNC_MAX_SECONDS", "0")),
-                   help="refuse audio longer than this many seconds (0: no limit) [$LIPSYNC_MAX_SECONDS]")
-    p.add_argument("--max_side", type=int, default=int(os.environ.get("LIPSYNC_MAX_SIDE", "4096")),
-                   help="refuse frames whose longer side exceeds this many pixels after --resize_factor "
-                        "(0: no limit) [$LIPSYNC_MAX_SIDE]")
+    p.add_argument("--outfile", default="results/result_voice.mp4",
+                   help="where to write the MP4 result (default: results/result_voice.mp4)")
+    for cls in (EngineOptions, Options):
+        for name, default, meta in declared(cls):
+            if meta.get("cli", True):
+                add_setting(p, name, default, meta)
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p
+
+
+def split_args(args: argparse.Namespace) -> tuple[EngineOptions, Options]:
+    """The parsed flags as the two option objects; flags not given keep their declared defaults."""
+    given = vars(args)
+    engine = {name: given[name] for name, _, _ in declared(EngineOptions) if name in given}
+    job = {name: given[name] for name, _, _ in declared(Options) if name in given}
+    return EngineOptions(**engine), Options(**job)
 
 
 class ProgressLine:
     """One self-rewriting progress line on stderr per stage, closed before anything else is printed."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, started: float | None = None) -> None:
         self.quiet = quiet
         self.stage: str | None = None
         self.last = 0.0
         self.open = False  # a line without its newline is on the terminal
+        self.started = time.perf_counter() if started is None else started
+        self.first_frame: float | None = None  # seconds from the start of the process to the first synced frames
 
     def __call__(self, stage: str, done: int, total: int) -> None:
+        if self.first_frame is None and stage == FIRST_FRAME_STAGE and done > 0:
+            self.first_frame = time.perf_counter() - self.started
+            if not self.quiet:
+                self.close()
+                print(f"First frame after {self.first_frame:.1f} s", file=sys.stderr, flush=True)
         if self.quiet:
             return
         now = time.monotonic()
@@ -116,28 +80,36 @@ class ProgressLine:
             self.open = False
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    progress = ProgressLine(args.quiet)
+def _make_out_dir(outfile: str) -> None:
+    out_dir = os.path.dirname(os.path.abspath(outfile))
     try:
-        from . import LipSync, Options
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise LipSyncError(f"Cannot create the output folder '{out_dir}' ({err.strerror}). Choose another "
+                           "--outfile.") from None
 
-        options = Options(static=args.static, fps=args.fps, pads=tuple(args.pads),
-                          face_det_batch_size=args.face_det_batch_size, wav2lip_batch_size=args.wav2lip_batch_size,
-                          resize_factor=args.resize_factor, crop=tuple(args.crop), box=tuple(args.box),
-                          rotate=args.rotate, nosmooth=args.nosmooth, blend=args.blend, detector=args.detector,
-                          allow_silence=args.allow_silence, max_seconds=args.max_seconds, precision=args.precision,
-                          det_max_side=args.det_max_side, max_side=args.max_side, encoder=args.encoder)
-        options.validate()
-        out_dir = os.path.dirname(os.path.abspath(args.outfile))
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-        except OSError as err:
-            raise LipSyncError(f"Cannot create the output folder '{out_dir}' ({err.strerror}). Choose another "
-                               "--outfile.") from None
-        engine = LipSync(args.checkpoint_path, device=args.device)
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["batch"]:  # `python -m lipsync batch MANIFEST`: many clips, one model per worker
+        from .batch import main as batch_main
+
+        return batch_main(argv[1:])
+    started = time.perf_counter()
+    args = build_parser().parse_args(argv)
+    progress = ProgressLine(args.quiet, started)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        engine_options, options = split_args(args)
+        _make_out_dir(args.outfile)
+        from .engine import LipSync, check_inputs
+
+        check_inputs(args.face, args.audio, options)  # bad files are refused before the model loads
+        engine = LipSync(engine_options.checkpoint_path, device=engine_options.device)
         if not args.quiet:
-            print(f"Model {engine.checkpoint_path} on {engine.device}", file=sys.stderr)
+            print(f"Model {engine.checkpoint_path} on {engine.device} (ready after "
+                  f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
         result = engine.sync(args.face, args.audio, args.outfile, options, progress=progress)
     except LipSyncError as err:
         progress.close()
@@ -156,10 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     progress.close()
     if not args.quiet:
-        print(f"Face detector: {result.detector}", file=sys.stderr)
+        print(f"Face detector: {result.detector_label}", file=sys.stderr)
         print(f"Wrote {result.outfile}: {result.summary()}", file=sys.stderr)
     return 0
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """Entry point of the `lipsync` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

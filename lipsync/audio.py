@@ -7,13 +7,14 @@ understands mel spectrograms made exactly this way, so none of them is a setting
 from __future__ import annotations
 
 import subprocess
+import tempfile
 
 import librosa
 import numpy as np
-from scipy import signal
 
+from . import ffmpeg, limits
 from .errors import LipSyncError
-from .video import ffmpeg_exe, probe_media
+from .probe import probe_media
 
 SAMPLE_RATE = 16_000  # Hz
 N_FFT = 800  # samples (50 ms)
@@ -31,33 +32,62 @@ MEL_FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH  # 80
 MEL_WINDOW = 16  # mel frames the model sees per video frame (0.2 s)
 
 
-def load_audio(path: str) -> np.ndarray:
-    """Decode any file ffmpeg reads into 16 kHz mono float32.
+DECODE_CHUNK_BYTES = 1 << 22  # read ffmpeg's samples 4 MiB at a time, downmixing as they come
 
-    ffmpeg decodes at the file's own rate and channel count; the downmix (mean of the
-    channels) and the resampling are done here the way `librosa.load(path, sr=16000)`
-    does them, which is what the official code calls, so the samples match it.
+
+def load_audio(path: str, max_seconds: float = 0.0) -> np.ndarray:
+    """Decode any file ffmpeg reads into 16 kHz mono float32, refusing audio over `max_seconds` early.
+
+    ffmpeg decodes at the file's own rate and delivers exactly the channel count the
+    probe read (or one channel, downmixed by ffmpeg, when the layout is unknown), so
+    the interleaving is never guessed. The downmix (mean of the channels) and the
+    resampling are done here the way `librosa.load(path, sr=16000)` does them, which is
+    what the official code calls, so the samples match it. The length limit is checked
+    on the header's duration before decoding, and the decode stops just past the limit
+    in case the header lies, so a tiny file that unpacks to hours is never held whole.
     """
     info = probe_media(path)
-    if not info.has_audio:
-        raise LipSyncError(
-            f"'{path}' has no sound track. Give an audio file (wav, mp3, m4a, ogg, flac, …) "
-            "or a video that has sound as the audio input."
-        )
-    cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-vn",
-           "-f", "f32le", "-acodec", "pcm_f32le", "-"]
-    proc = subprocess.run(cmd, capture_output=True)
-    if proc.returncode != 0:
-        detail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["unknown error"]
-        raise LipSyncError(f"Could not decode the audio of '{path}' ({detail[0]}). "
-                           "Convert it to WAV or MP3 and try again.")
-    samples = np.frombuffer(proc.stdout, dtype=np.float32)
-    channels = max(1, info.audio_channels)
-    samples = samples[: len(samples) - len(samples) % channels].reshape(-1, channels)
-    mono = samples.mean(axis=1, dtype=np.float32)
-    if info.audio_rate and info.audio_rate != SAMPLE_RATE:
-        mono = librosa.resample(mono, orig_sr=info.audio_rate, target_sr=SAMPLE_RATE)
+    limits.check_sound(info, max_seconds, path)
+    channels = info.audio_channels or 1
+    rate = info.audio_rate or SAMPLE_RATE
+    cmd = ffmpeg.command("-v", "error", *ffmpeg.input_args(path), "-map", "0:a:0", "-vn", "-ac", str(channels),
+                         "-ar", str(rate))
+    if max_seconds:
+        cmd += ["-t", f"{max_seconds + 1:.3f}"]
+    cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-"]
+    mono = _decode_mono(cmd, channels, path)
+    if rate != SAMPLE_RATE:
+        mono = librosa.resample(mono, orig_sr=rate, target_sr=SAMPLE_RATE)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _decode_mono(cmd: list[str], channels: int, path: str) -> np.ndarray:
+    """Run the decoder, averaging its interleaved float samples to mono chunk by chunk."""
+    frame = 4 * channels
+    chunk = DECODE_CHUNK_BYTES - DECODE_CHUNK_BYTES % frame
+    parts: list[np.ndarray] = []
+    with tempfile.TemporaryFile() as stderr_file:
+        proc = ffmpeg.popen(cmd, stdout=subprocess.PIPE, stderr=stderr_file)
+        try:
+            pending = b""
+            while True:
+                data = proc.stdout.read(chunk)
+                if not data:
+                    break
+                data = pending + data
+                usable = len(data) - len(data) % frame
+                pending = data[usable:]
+                samples = np.frombuffer(data[:usable], dtype=np.float32).reshape(-1, channels)
+                parts.append(samples.mean(axis=1, dtype=np.float32))
+            code = proc.wait()
+        finally:
+            ffmpeg.stop(proc)
+            proc.stdout.close()
+        if code != 0:
+            stderr_file.seek(0)
+            raise LipSyncError(f"Could not decode the audio of '{path}' ({ffmpeg.error_summary(stderr_file.read())}). "
+                               "Convert it to WAV or MP3 and try again.")
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
 SILENCE_PEAK = 10 ** (-50 / 20)  # a peak under -50 dBFS: nothing a mouth could follow
@@ -71,8 +101,7 @@ def check_audio(wav: np.ndarray, path: str, max_seconds: float = 0.0, allow_sile
         raise LipSyncError(f"The audio '{path}' is too short ({seconds:.2f} s): at least "
                            f"{MIN_SAMPLES / SAMPLE_RATE:.2f} s is needed to move the lips. Use a longer recording.")
     if max_seconds and seconds > max_seconds:
-        raise LipSyncError(f"The audio lasts {seconds:.0f} s, over the limit of {max_seconds:.0f} s. Trim it, "
-                           "or raise the limit (--max_seconds or LIPSYNC_MAX_SECONDS).")
+        raise limits.over_length(seconds, max_seconds)
     peak = float(np.abs(wav).max())
     if not allow_silence and peak < SILENCE_PEAK:
         level = f"peak {20 * np.log10(peak):.0f} dBFS" if peak > 0 else "digital silence"
@@ -84,17 +113,73 @@ def check_audio(wav: np.ndarray, path: str, max_seconds: float = 0.0, allow_sile
 _MEL_BASIS: np.ndarray | None = None
 
 
+_SLANEY_SP, _SLANEY_LOG_HZ, _SLANEY_LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz: float) -> float:
+    """librosa.hz_to_mel (Slaney), for one frequency."""
+    if hz >= _SLANEY_LOG_HZ:
+        return _SLANEY_LOG_HZ / _SLANEY_SP + np.log(hz / _SLANEY_LOG_HZ) / _SLANEY_LOGSTEP
+    return hz / _SLANEY_SP
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """librosa.mel_to_hz (Slaney)."""
+    min_log_mel = _SLANEY_LOG_HZ / _SLANEY_SP
+    freqs = _SLANEY_SP * mels
+    log_t = mels >= min_log_mel
+    freqs[log_t] = _SLANEY_LOG_HZ * np.exp(_SLANEY_LOGSTEP * (mels[log_t] - min_log_mel))
+    return freqs
+
+
 def _mel_basis() -> np.ndarray:
+    """librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600) (Slaney scale and norm, float32),
+    computed the same way in numpy: importing librosa's filters and spectrum modules costs seconds at start-up."""
     global _MEL_BASIS
     if _MEL_BASIS is None:
-        _MEL_BASIS = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
+        fftfreqs = np.fft.rfftfreq(n=N_FFT, d=1.0 / SAMPLE_RATE)
+        mel_f = _mel_to_hz(np.linspace(_hz_to_mel(FMIN), _hz_to_mel(FMAX), N_MELS + 2))
+        fdiff = np.diff(mel_f)
+        ramps = np.subtract.outer(mel_f, fftfreqs)
+        weights = np.zeros((N_MELS, 1 + N_FFT // 2), dtype=np.float32)
+        for i in range(N_MELS):
+            weights[i] = np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1]))
+        weights *= (2.0 / (mel_f[2:N_MELS + 2] - mel_f[:N_MELS]))[:, np.newaxis]
+        _MEL_BASIS = weights
     return _MEL_BASIS
+
+
+def _hann_periodic(n: int) -> np.ndarray:
+    """scipy.signal.get_window('hann', n, fftbins=True), as librosa.stft takes it."""
+    fac = np.linspace(-np.pi, np.pi, n + 1)
+    w = np.zeros(n + 1)
+    w += 0.5 * np.cos(0 * fac)
+    w += 0.5 * np.cos(1 * fac)
+    return w[:-1]
+
+
+def stft_magnitude(y: np.ndarray) -> np.ndarray:
+    """|librosa.stft(y, n_fft=800, hop_length=200, win_length=800)| (centred, zero-padded, periodic Hann window),
+    frame for frame the same numpy FFT; shape (401, 1 + len(y) // 200)."""
+    padded = np.pad(np.asarray(y), N_FFT // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH].T  # (n_fft, frames)
+    return np.abs(np.fft.rfft(_hann_periodic(WIN_LENGTH)[:, np.newaxis] * frames, axis=0))
+
+
+def preemphasis(wav: np.ndarray) -> np.ndarray:
+    """y[n] = x[n] - 0.97 x[n-1] in float64: bit for bit what the official scipy.signal.lfilter([1, -0.97], [1], wav)
+    gives, without importing scipy.signal (seconds at start-up)."""
+    x = np.asarray(wav, dtype=np.float64)
+    out = np.empty_like(x)
+    out[:1] = x[:1]
+    np.subtract(x[1:], PREEMPHASIS * x[:-1], out=out[1:])
+    return out
 
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
     """Wav2Lip's normalised log-mel spectrogram, shape (80, frames), values in [-4, 4]."""
-    emphasised = signal.lfilter([1, -PREEMPHASIS], [1], wav)
-    spectrum = np.abs(librosa.stft(y=emphasised, n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH))
+    emphasised = preemphasis(wav)
+    spectrum = stft_magnitude(emphasised)
     mel = np.dot(_mel_basis(), spectrum)
     min_level = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
     db = 20 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB

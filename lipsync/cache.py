@@ -12,27 +12,23 @@ import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
-from .faces import Detection
+from .files import sha256_file
+from .geometry import Box
+
+Detection = Optional[Box]
 
 CACHE_DIR = Path(os.environ.get("LIPSYNC_CACHE_DIR", Path.home() / ".cache" / "lipsync" / "detections"))
 FORMAT_VERSION = 2
 
 
-def file_digest(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def cache_key(face: str, detector: str, resize_factor: int, rotate: bool, crop: tuple, static: bool,
               det_max_side: int = 0) -> str:
     """Everything raw detections depend on: the file's bytes and the settings applied before detection."""
-    settings = json.dumps([FORMAT_VERSION, file_digest(face), detector, resize_factor, rotate, list(crop), static,
+    settings = json.dumps([FORMAT_VERSION, sha256_file(face), detector, resize_factor, rotate, list(crop), static,
                            det_max_side])
     return hashlib.sha256(settings.encode()).hexdigest()[:32]
 
@@ -42,16 +38,20 @@ def load(key: str, frames_needed: int) -> Optional[list[Detection]]:
     path = CACHE_DIR / f"{key}.json"
     try:
         data = json.loads(path.read_text())
-        detections = [tuple(int(v) for v in d) if d is not None else None for d in data["detections"]]
+        detections = [Box.of(d) if d is not None else None for d in data["detections"]]
         complete = bool(data["complete"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     if len(detections) < frames_needed and not complete:
         return None
+    try:
+        os.utime(path)  # a cache entry in use is kept by `prune`
+    except OSError:
+        pass
     return detections[:frames_needed]
 
 
-def store(key: str, detections: list[Detection], complete: bool) -> None:
+def store(key: str, detections: Sequence[Detection], complete: bool) -> None:
     """Save atomically; `complete` means the list covers the whole clip. A cache that cannot be written is skipped."""
     partial = CACHE_DIR / f"{key}.{os.getpid()}.{threading.get_ident()}.partial"
     try:
@@ -60,3 +60,18 @@ def store(key: str, detections: list[Detection], complete: bool) -> None:
         os.replace(partial, CACHE_DIR / f"{key}.json")
     except OSError:
         partial.unlink(missing_ok=True)
+
+
+def prune_detection_cache(max_age_seconds: float) -> int:
+    """Delete cached detections not used for `max_age_seconds` (a public server keeps visitors' boxes no longer
+    than their results); returns how many were deleted."""
+    deleted = 0
+    now = time.time()
+    for path in CACHE_DIR.glob("*.json") if CACHE_DIR.is_dir() else ():
+        try:
+            if now - path.stat().st_mtime > max_age_seconds:
+                path.unlink()
+                deleted += 1
+        except OSError:
+            pass
+    return deleted

@@ -1,32 +1,41 @@
 """Face detectors behind one interface, then the official padding and temporal smoothing.
 
-Two detectors:
+Three detectors:
 - 's3fd': S3FD through face-alignment, the detector Wav2Lip was trained with. Its
   weights (90 MB) are downloaded on first use, so it cannot run fully offline.
-- 'haar': OpenCV's frontal-face Haar cascade, whose model ships inside the
-  opencv-python wheel: it works with no download at all, fast on a CPU, but its boxes
-  are not S3FD's (see README, "Face detectors").
-'auto' picks S3FD on a GPU when its weights are present or can be fetched, else Haar
-(on a CPU S3FD costs seconds per frame: about 290 GMAC for a 720p frame).
+- 'blazeface': MediaPipe's BlazeFace with a face tracker (lipsync.blazeface), models
+  inside the mediapipe wheel: 2-8 ms per 720p frame on 2 CPU cores, finds turned,
+  covered and small faces, and follows one person.
+- 'haar': OpenCV's frontal-face Haar cascade (model inside the opencv wheels): no extra
+  dependency, but it misses turned, covered and small faces.
+'auto' picks S3FD on a GPU when its weights are present or can be fetched; on a CPU
+(where S3FD costs seconds per frame: about 290 GMAC for a 720p frame) BlazeFace, or
+Haar when mediapipe is not installed.
 
-A detection is (x1, y1, x2, y2) in frame pixels, or None when a frame has no face.
+The cheap detectors' boxes are not S3FD's: each is mapped to where S3FD puts its box by
+a `BoxMap` fitted on the calibration clip (bench/fit_box_map.py), so Wav2Lip gets the
+crops it was trained on.
+
+A detection is a `Box` in frame pixels, or None when a frame has no face. Padding,
+smoothing and gaps are the face track's business (lipsync.track).
 """
 
 from __future__ import annotations
 
-import sys
-import threading
-from typing import Optional, Protocol, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol, Sequence
 
 import cv2
 import numpy as np
 
+from .concurrency import BuildOnce
+from .devices import map_batches
 from .errors import LipSyncError
+from .boxmap import BoxMap
+from .geometry import Box
+from .options import DETECTORS
 
-Detection = Optional[tuple[int, int, int, int]]  # x1, y1, x2, y2
-Crop = tuple[int, int, int, int]  # y1, y2, x1, x2: the slice order the official code uses
-SMOOTHING_WINDOW = 5  # frames averaged per box, as in the official code
-DETECTORS = ("auto", "s3fd", "haar")
+Detection = Optional[Box]
 
 
 class FaceDetector(Protocol):
@@ -38,8 +47,21 @@ class FaceDetector(Protocol):
 
         `frames` are consecutive frames of one clip and `previous` is the last face found
         before them: a detector may search near it first. Detectors keep no state
-        between calls, so one instance serves concurrent jobs.
+        between calls, so one instance serves concurrent jobs. A detector that tracks
+        (BlazeFace) also offers `new_state(point)` and takes `state=` in `detect`: a
+        per-clip object the caller creates and hands back with every batch.
         """
+
+
+# Haar's cascade box covers brows to mouth and is wider than S3FD's; fitted by bench/fit_box_map.py --detector haar
+# on the calibration clip: final boxes (map, pads 0 10 0 0, smoothing) IoU 0.922 vs the official ones, where the
+# former fixed 10% shift towards the chin gave 0.688.
+HAAR_MAP = BoxMap(-0.3583, 0.3905, -0.4272, 0.5280)
+
+
+def supports_point(detector: Any) -> bool:
+    """Whether `detector` can follow a chosen face (`new_state(point)` and `detect(..., state=)`)."""
+    return callable(getattr(detector, "new_state", None))
 
 
 class S3FDDetector:
@@ -73,38 +95,24 @@ class S3FDDetector:
         import torch
 
         frames, scale = self._downscaled(frames)
-        results: list[Detection] = []
-        start = 0
-        while start < len(frames):
-            chunk = np.stack(frames[start: start + self.batch_size])
-            try:
-                tensor = torch.from_numpy(chunk).permute(0, 3, 1, 2)
-                found = self._net.detect_from_batch(tensor)
-            except RuntimeError as err:  # out of memory: halve the batch, as the original does
-                if self.batch_size == 1 or "out of memory" not in str(err).lower():
-                    raise LipSyncError("Face detection ran out of memory even one frame at a time. "
-                                       "Use the resize option (--resize_factor 2) to lower the resolution.") from None
-                self.batch_size //= 2
-                if self.device.startswith("cuda"):
-                    torch.cuda.empty_cache()
-                print(f"Face detection out of memory; retrying with batch size {self.batch_size}", file=sys.stderr)
-                continue
-            for boxes in found:
-                if len(boxes) == 0:
-                    results.append(None)
-                else:
-                    x1, y1, x2, y2 = (int(v) for v in np.clip(boxes[0], 0, None)[:4] / scale)
-                    results.append((x1, y1, x2, y2))
-            start += len(chunk)
-        return results
+
+        def run(start: int, stop: int) -> list[Detection]:
+            tensor = torch.from_numpy(np.stack(frames[start:stop])).permute(0, 3, 1, 2)
+            return [None if len(boxes) == 0 else Box.of(np.clip(boxes[0], 0, None)[:4] / scale)
+                    for boxes in self._net.detect_from_batch(tensor)]
+
+        chunks, _ = map_batches(run, len(frames), self.batch_size, self.device,
+                                "Face detection ran out of memory even one frame at a time. Use the resize option "
+                                "(--resize_factor 2) to lower the resolution.")
+        return [d for chunk in chunks for d in chunk]
 
 
 class HaarDetector:
     """OpenCV's Haar cascade on a downscaled, equalised grey frame.
 
-    A Haar box covers brows to mouth, about 10% higher and shorter than S3FD's (which
-    reaches the chin); the box is shifted down by CHIN_EXTENSION of its height so the
-    padded crop holds the chin, as Wav2Lip's training crops do.
+    A Haar box covers brows to mouth and is wider than S3FD's (which reaches the chin);
+    HAAR_MAP moves it to where S3FD puts its box, so the padded crop holds the chin, as
+    Wav2Lip's training crops do.
 
     A full-frame scan keeps the most confident face (the largest one is often a false
     positive: on the benchmark clip it jumped to the helmet in 22 of 217 frames, the most
@@ -118,7 +126,7 @@ class HaarDetector:
     name = "haar"
     batch_size = 4  # it works frame by frame; a small batch keeps few frames waiting
     MAX_SIDE = 480  # px: detection resolution (faces down to ~5% of the width); boxes are mapped back
-    CHIN_EXTENSION = 0.10
+    BOX_MAP = HAAR_MAP
     SEARCH_MARGIN = 0.5  # the region around the previous face, in face sizes on each side
     SIZE_RANGE = (0.7, 1.45)  # face sizes searched there, relative to the previous one
     NEIGHBOURS = (5, 2)  # detections a face needs: in a full scan, near the previous face
@@ -138,11 +146,10 @@ class HaarDetector:
                                                             outputRejectLevels=True)
         return faces[int(np.argmax(np.ravel(weights)))] if len(faces) else None
 
-    def _scan_near(self, grey: np.ndarray, previous: tuple[int, int, int, int], scale: float):
+    def _scan_near(self, grey: np.ndarray, previous: Box, scale: float):
         """Search the region around the previous face (its raw Haar box, in working pixels)."""
-        x1, y1, x2, y2 = (v * scale for v in previous)
+        x1, y1, x2, y2 = (v * scale for v in self.BOX_MAP.invert(previous))  # back to the cascade's own box
         fw, fh = x2 - x1, y2 - y1
-        y1 -= fh * self.CHIN_EXTENSION  # undo the shift towards the chin: back to the cascade's own box
         rx1, ry1 = int(max(0, x1 - fw * self.SEARCH_MARGIN)), int(max(0, y1 - fh * self.SEARCH_MARGIN))
         rx2 = int(min(grey.shape[1], x2 + fw * self.SEARCH_MARGIN))
         ry2 = int(min(grey.shape[0], y1 + fh * (1 + self.SEARCH_MARGIN)))
@@ -167,9 +174,7 @@ class HaarDetector:
         if found is None:
             return None
         x, y, fw, fh = np.asarray(found, dtype=np.float64) / scale
-        shift = fh * self.CHIN_EXTENSION
-        x1, y1, x2, y2 = x, y + shift, x + fw, y + fh + shift
-        return int(max(0, x1)), int(max(0, y1)), int(min(w, x2)), int(min(h, y2))
+        return Box.of(self.BOX_MAP.apply((x, y, x + fw, y + fh))).clipped(h, w)
 
     def detect(self, frames: Sequence[np.ndarray], previous: Detection = None) -> list[Detection]:
         results: list[Detection] = []
@@ -181,194 +186,69 @@ class HaarDetector:
         return results
 
 
+@dataclass(frozen=True)
+class DetectorChoice:
+    """The detector a job uses and why it was chosen (shown in the stats)."""
+
+    detector: FaceDetector
+    reason: str
+
+    @property
+    def name(self) -> str:
+        return self.detector.name
+
+
 def make_detector(name: str, device: str, batch_size: int = 16, allow_download: bool = True,
-                  det_max_side: int = 0) -> tuple[FaceDetector, str]:
-    """The detector to use and a sentence saying which one and why."""
+                  det_max_side: int = 0) -> DetectorChoice:
+    """Build the detector `name` asks for on `device` ('auto' chooses; see the module docstring)."""
     from .weights import find_s3fd
 
     if name not in DETECTORS:
         raise LipSyncError(f"Unknown face detector '{name}'. Choose one of: {', '.join(DETECTORS)}.")
     if name == "haar":
-        return HaarDetector(), "haar (OpenCV Haar cascade, chosen with --detector haar)"
+        return DetectorChoice(HaarDetector(), "chosen with --detector haar")
+    if name == "blazeface":
+        return DetectorChoice(_blazeface(required=True), "chosen with --detector blazeface")
     if name == "auto" and device == "cpu":
-        return HaarDetector(), ("haar (OpenCV Haar cascade: on a CPU S3FD takes seconds per frame; "
-                                "--detector s3fd uses it anyway)")
+        blazeface = _blazeface(required=False)
+        if isinstance(blazeface, str):
+            return DetectorChoice(HaarDetector(), f"{blazeface}; on a CPU S3FD takes seconds per frame")
+        return DetectorChoice(blazeface, "on a CPU S3FD takes seconds per frame; --detector s3fd uses it anyway")
     weights = find_s3fd(download=allow_download)
     if weights:
         where = f"frames shrunk to {det_max_side} px" if det_max_side else "full-resolution frames"
-        return (S3FDDetector(weights, device, batch_size, det_max_side),
-                f"s3fd (face-alignment, weights {weights}, on {device}, {where})")
+        return DetectorChoice(S3FDDetector(weights, device, batch_size, det_max_side),
+                              f"weights {weights}, on {device}, {where}")
     if name == "s3fd":
         raise LipSyncError("The S3FD face detector's weights (s3fd-619a316812.pth) are not available and could not "
                            "be downloaded. Put the file in weights/, or use --detector haar, which needs no download.")
-    return HaarDetector(), "haar (OpenCV Haar cascade: S3FD weights not found and not downloadable)"
+    return DetectorChoice(HaarDetector(), "S3FD weights not found and not downloadable")
 
 
-def pad_detection(det: tuple[int, int, int, int], pads: Sequence[int], height: int, width: int) -> list[int]:
-    """Widen a detection by pads (top, bottom, left, right), clipped to the frame -> [x1, y1, x2, y2]."""
-    top, bottom, left, right = pads
-    x1, y1, x2, y2 = det
-    return [max(0, x1 - left), max(0, y1 - top), min(width, x2 + right), min(height, y2 + bottom)]
+def _blazeface(required: bool):
+    """A BlazeFaceDetector, or (when not `required`) why there is none, as a phrase for the stats."""
+    try:
+        from .blazeface import BlazeFaceDetector
+
+        return BlazeFaceDetector()
+    except Exception as err:  # not installed, or broken by a mismatched protobuf or OpenCV: the same remedy
+        missing = isinstance(err, ImportError)
+        if required:
+            raise LipSyncError(f"The BlazeFace detector needs mediapipe 0.10.14, which is "
+                               f"{'not installed' if missing else 'broken here'} ({type(err).__name__}: {err}). "
+                               "Install the pinned requirements (pip install -r requirements.txt), or use "
+                               "--detector haar.") from None
+        return (f"mediapipe is {'not installed' if missing else f'unusable ({type(err).__name__})'}, so OpenCV's "
+                "Haar cascade is used")
 
 
-def smooth_boxes(boxes: np.ndarray, window: int = SMOOTHING_WINDOW) -> np.ndarray:
-    """Each box becomes the mean of itself and the next window-1 boxes, as the official code does.
+_shared = BuildOnce(make_detector)
 
-    Kept to the letter: the array is updated in place, so the last windows average
-    boxes already smoothed, and the integer array truncates each mean.
+
+def get_detector(name: str, device: str, batch_size: int = 16, allow_download: bool = True,
+                 det_max_side: int = 0) -> DetectorChoice:
+    """The detector for these settings, built once per process and shared by jobs and the preview.
+
+    Detectors keep no per-clip state, so one instance serves concurrent jobs.
     """
-    boxes = boxes.copy()
-    for i in range(len(boxes)):
-        chunk = boxes[len(boxes) - window:] if i + window > len(boxes) else boxes[i: i + window]
-        boxes[i] = np.mean(chunk, axis=0)
-    return boxes
-
-
-NO_FACE_MESSAGE = ("No face was found in the video or photo. Use a clip where one face is clearly visible and "
-                   "frontal, or give the face position as a fixed box (--box TOP BOTTOM LEFT RIGHT, or 'Fixed face "
-                   "box' under Advanced in the app).")
-
-
-PENDING = -1  # a frame in an open gap between faces: its crop depends on whether a face comes back soon
-
-
-class CropTrack:
-    """Padded, smoothed crops for frames whose detections arrive in order, each known as early as possible.
-
-    The official smoothing makes a face's box the mean of its padded box and the next
-    four faces' (truncated to integers), and over the last five faces it averages
-    boxes already smoothed, in place. So a crop is settled once four more faces have
-    been seen, or when the stream ends. Where every frame has a face (the only case the
-    official code survives), the crops are the official ones.
-
-    Frames without a face: a gap of up to MAX_GAP frames between two faces (a detector
-    that blinked) gets boxes interpolated between its neighbours; a longer gap, or
-    frames before the first face or after the last, pass through unchanged and do not
-    drag their neighbours' boxes. A detection thread calls `add`/`finish`; the synthesis
-    loop calls `crop`, which waits until that frame's crop is settled.
-    """
-
-    MAX_GAP = 3  # frames (0.12 s at 25 fps)
-
-    def __init__(self, pads: Sequence[int], height: int, width: int, smooth: bool = True) -> None:
-        for pad, side, limit in zip(pads, ("top", "bottom", "left", "right"), (height, height, width, width)):
-            if abs(pad) >= limit:
-                raise LipSyncError(
-                    f"The {side} padding ({pad} px) is larger than the {width}x{height} frame. Give pads of a few "
-                    "to a few dozen pixels (--pads TOP BOTTOM LEFT RIGHT, or the padding sliders).")
-        self.pads, self.height, self.width, self.smooth = tuple(pads), height, width, smooth
-        self.detections: list[Detection] = []
-        self._boxes: list[list[int]] = []  # padded boxes of the frames that have a face, in order
-        self._rank: list[int | None] = []  # per frame: its index in _boxes, None without a face, or PENDING
-        self._last_face: tuple[int, tuple[int, int, int, int]] | None = None  # (frame index, raw box)
-        self._gap: list[int] = []  # frames without a face since the last face
-        self._final: np.ndarray | None = None  # all boxes smoothed, once the stream has ended
-        self._error: BaseException | None = None
-        self._changed = threading.Condition()
-
-    @property
-    def finished(self) -> bool:
-        return self._final is not None or self._error is not None
-
-    def _append_face(self, index: int, raw: Sequence[float]) -> None:
-        self._rank[index] = len(self._boxes)
-        self._boxes.append(pad_detection(tuple(int(v) for v in raw), self.pads, self.height, self.width))
-
-    def _add_one(self, det: Detection) -> None:
-        index = len(self.detections)
-        self.detections.append(det)
-        self._rank.append(None)
-        if det is None:
-            if self._last_face is not None:
-                self._gap.append(index)
-                self._rank[index] = PENDING
-                if len(self._gap) > self.MAX_GAP:  # the face is gone, not missed: these frames pass through
-                    for k in self._gap:
-                        self._rank[k] = None
-                    self._gap, self._last_face = [], None
-            return
-        if self._gap:  # a short gap closes: boxes on the line between its two faces
-            last_index, last_box = self._last_face
-            for k in self._gap:
-                t = (k - last_index) / (index - last_index)
-                self._append_face(k, [a + t * (b - a) for a, b in zip(last_box, det)])
-            self._gap = []
-        self._append_face(index, det)
-        self._last_face = (index, det)
-
-    def add(self, detections: Sequence[Detection]) -> None:
-        with self._changed:
-            for det in detections:
-                self._add_one(det)
-            self._changed.notify_all()
-
-    def finish(self) -> None:
-        """The stream has ended: settle the last crops (or fail when no frame had a usable face)."""
-        with self._changed:
-            for k in self._gap:  # frames after the last face pass through
-                self._rank[k] = None
-            self._gap = []
-            if not self._boxes:
-                self._error = LipSyncError(NO_FACE_MESSAGE)
-            else:
-                boxes = np.array(self._boxes)
-                self._final = smooth_boxes(boxes) if self.smooth else boxes
-                if all(self._usable(box) is None for box in self._final.tolist()):
-                    self._error = LipSyncError(
-                        f"The padding {self.pads} leaves no face region to work on. Use smaller or positive pads.")
-            self._changed.notify_all()
-
-    def fail(self, error: BaseException) -> None:
-        """Detection broke: every waiting and later `crop` call raises `error`."""
-        with self._changed:
-            self._error = error
-            self._changed.notify_all()
-
-    def _settled(self, index: int) -> bool:
-        if self._error is not None or self._final is not None:
-            return True
-        if index >= len(self._rank):
-            return False
-        rank = self._rank[index]
-        if rank is None:  # passed through unchanged, once it is clear the clip has a face at all
-            return bool(self._boxes)
-        if rank == PENDING:
-            return False
-        return not self.smooth or rank + SMOOTHING_WINDOW <= len(self._boxes)
-
-    def crop(self, index: int, timeout: float | None = None) -> Crop | None:
-        """The crop (y1, y2, x1, x2) of frame `index`, or None without a face; waits until it is settled.
-
-        Raises TimeoutError when `timeout` seconds pass first (the caller can report progress and wait again).
-        """
-        with self._changed:
-            if not self._changed.wait_for(lambda: self._settled(index), timeout):
-                raise TimeoutError
-            if self._error is not None:
-                raise self._error
-            if index >= len(self._rank):
-                raise IndexError(f"frame {index} is past the {len(self._rank)} detected frames")
-            rank = self._rank[index]
-            if rank is None:
-                return None
-            if self._final is not None:
-                box = self._final[rank].tolist()
-            elif self.smooth:  # the first branch of the official loop: the raw window, not yet smoothed
-                box = np.mean(np.array(self._boxes[rank: rank + SMOOTHING_WINDOW]), axis=0).astype(int).tolist()
-            else:
-                box = self._boxes[rank]
-            return self._usable(box)
-
-    @staticmethod
-    def _usable(box: Sequence[int]) -> Crop | None:
-        x1, y1, x2, y2 = box
-        return None if x2 - x1 < 2 or y2 - y1 < 2 else (y1, y2, x1, x2)
-
-
-def crops_from_detections(detections: Sequence[Detection], pads: Sequence[int], height: int, width: int,
-                          smooth: bool = True) -> list[Crop | None]:
-    """All crops of a finished list of detections (see CropTrack)."""
-    track = CropTrack(pads, height, width, smooth)
-    track.add(detections)
-    track.finish()
-    return [track.crop(i) for i in range(len(detections))]
+    return _shared.get(name, device, batch_size, allow_download, det_max_side)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 import zipfile
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -132,8 +130,64 @@ def extract_state_dict(checkpoint: object, path: str) -> dict[str, torch.Tensor]
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def load_model(path: str, device: str | torch.device = "cpu") -> Wav2Lip:
-    """Build the generator, load an official checkpoint into it and put it in eval mode on `device`."""
+STATE_FORMAT = 1  # the layout of the cached state dict below
+
+
+def _cached_state_path(path: str) -> str | None:
+    """Where the zip-format copy of this checkpoint's weights is cached (keyed by its SHA256), or None."""
+    try:
+        from .backends import cache_root, checkpoint_sha256
+
+        root = cache_root()
+        return str(root / f"{checkpoint_sha256(path, root)}-state-f{STATE_FORMAT}.pt")
+    except OSError:
+        return None
+
+
+def _load_cached(cached: str | None, path: str) -> Wav2Lip | None:
+    """The generator from the cached copy, memory-mapped and assigned without a copy; None if absent or unusable."""
+    if cached is None or not os.path.isfile(cached):
+        return None
+    try:
+        state = torch.load(cached, map_location="cpu", weights_only=True, mmap=True)
+        with torch.device("meta"):
+            model = Wav2Lip()
+        model.load_state_dict(state, assign=True)
+        return model
+    except Exception:  # noqa: BLE001  (a damaged cache entry: read the checkpoint itself and write it again)
+        try:
+            os.remove(cached)
+        except OSError:
+            pass
+        return None
+
+
+def _store_cached(cached: str | None, state: dict[str, torch.Tensor]) -> None:
+    if cached is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(cached), exist_ok=True)
+        tmp = f"{cached}.tmp-{os.getpid()}"
+        torch.save(state, tmp)
+        os.replace(tmp, cached)
+    except OSError:
+        pass  # a read-only cache only costs the slower load next time
+
+
+def load_model(path: str, device: str | torch.device = "cpu", cache: bool = True) -> Wav2Lip:
+    """Build the generator, load an official checkpoint into it and put it in eval mode on `device`.
+
+    With `cache`, the weights are also kept as a zip-format state dict in the model cache
+    (lipsync.backends.cache_root, keyed by the checkpoint's SHA256), which later starts
+    memory-map instead of unpickling the official file (0.15 s instead of about 1 s).
+    """
+    if not os.path.isfile(path):
+        _read_checkpoint(path)  # the one-sentence error
+    cached = _cached_state_path(path) if cache else None
+    model = _load_cached(cached, path)
+    if model is not None:
+        model.checkpoint_path = path
+        return model.to(device).eval()
     state = extract_state_dict(_read_checkpoint(path), path)
     model = Wav2Lip()
     expected = model.state_dict()
@@ -146,76 +200,6 @@ def load_model(path: str, device: str | torch.device = "cpu") -> Wav2Lip:
             f"'{path}' is {kind}: {len(missing)} of its {len(expected)} weights are missing and "
             f"{len(wrong_shape)} have the wrong shape. Use wav2lip.pth or wav2lip_gan.pth (see weights/README.md).")
     model.load_state_dict(state)
+    _store_cached(cached, {key: value.contiguous() for key, value in model.state_dict().items()})
+    model.checkpoint_path = path  # the key of its converted copies (lipsync.backends)
     return model.to(device).eval()
-
-
-PRECISIONS = ("fp32", "fp16", "bf16")
-DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 8}  # faces per model call; on a CPU small batches run faster
-
-
-class Generator:
-    """Runs the generator over batches of (96x96 face crop, mel window) on one device.
-
-    fp32 reproduces the official numbers; fp16/bf16 run the convolutions in half
-    precision (autocast) for speed, at the cost of small differences in the mouth
-    (bench/RESULTS.md gives the measured size). On CUDA the input goes through pinned
-    memory with non-blocking copies and the network runs channels-last. A batch that
-    runs out of GPU memory is retried in halves, as the official code does for detection.
-    """
-
-    def __init__(self, model: Wav2Lip, device: str, precision: str = "fp32") -> None:
-        if precision not in PRECISIONS:
-            raise LipSyncError(f"Unknown precision '{precision}'. Choose one of: {', '.join(PRECISIONS)}.")
-        if precision == "fp16" and not str(device).startswith(("cuda", "mps")):
-            raise LipSyncError("fp16 runs on a GPU only. Use --precision fp32, or bf16 on a recent CPU.")
-        self.model = model
-        self.device = str(device)
-        self.precision = precision
-        self.cuda = self.device.startswith("cuda")
-        if self.cuda:
-            self.model = model.to(memory_format=torch.channels_last)
-        self.max_batch: int | None = None  # lowered after an out-of-memory error
-
-    def _autocast(self):
-        if self.precision == "fp32":
-            return torch.autocast(device_type=self.device.split(":")[0], enabled=False)
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
-
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
-        if self.cuda:
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor.to(self.device)
-
-    @torch.inference_mode()
-    def _run(self, crops: np.ndarray, mels: np.ndarray) -> np.ndarray:
-        faces = self._to_device(crops)
-        masked = faces.clone()
-        masked[:, IMG_SIZE // 2:] = 0
-        x = torch.cat((masked, faces), dim=3).permute(0, 3, 1, 2).float() / 255.0
-        m = self._to_device(mels).unsqueeze(1)
-        if self.cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            pred = self.model(m, x)
-        return (pred.float().permute(0, 2, 3, 1) * 255.0).to(torch.uint8).cpu().numpy()
-
-    def __call__(self, crops: np.ndarray, mels: np.ndarray) -> np.ndarray:
-        """crops (B, 96, 96, 3) uint8 BGR, mels (B, 80, 16) float32 -> (B, 96, 96, 3) uint8 BGR faces."""
-        step = min(len(crops), self.max_batch or len(crops))
-        outputs, start = [], 0
-        while start < len(crops):
-            try:
-                outputs.append(self._run(crops[start: start + step], mels[start: start + step]))
-            except torch.OutOfMemoryError:
-                if step == 1:
-                    raise LipSyncError("The lip-sync model ran out of GPU memory even one face at a time. Close "
-                                       "other programs using the GPU, or use --device cpu.") from None
-                step = self.max_batch = max(1, step // 2)
-                if self.cuda:
-                    torch.cuda.empty_cache()
-                print(f"Lip-sync model out of memory; retrying with batch size {step}", file=sys.stderr)
-                continue
-            start += step
-        return np.concatenate(outputs)

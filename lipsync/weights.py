@@ -8,12 +8,15 @@ repository, file name, size and SHA256.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LipSyncError
+from .files import sha256_file
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(os.environ.get("LIPSYNC_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
 CHECKPOINT_ENV = "LIPSYNC_CHECKPOINT"
@@ -44,14 +47,6 @@ DEFAULT_CHECKPOINT = "wav2lip_gan"
 
 S3FD = HubFile("s3fd-619a316812.pth", "camenduru/Wav2Lip", "checkpoints/s3fd-619a316812.pth",
                "619a31681264d3f7f7fc7a16a42cbbe8b23f31a256f75a366e5a1bcd59b33543", 89_843_225)
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def available_checkpoints() -> list[str]:
@@ -110,13 +105,13 @@ def download_file(hub: HubFile) -> Path:
     except ImportError:  # pragma: no cover - huggingface_hub is in requirements.txt
         raise LipSyncError(_manual_hint(hub, "is missing and huggingface_hub is not installed")) from None
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    print(f"Downloading {hub.filename} ({hub.size / 1e6:.0f} MB) from the Hugging Face Hub ({hub.repo_id}) ...",
-          flush=True)
+    log.warning("Downloading %s (%.0f MB) from the Hugging Face Hub (%s) ...", hub.filename, hub.size / 1e6,
+                hub.repo_id)
     try:
         fetched = Path(hf_hub_download(repo_id=hub.repo_id, filename=hub.repo_path, local_dir=WEIGHTS_DIR))
     except Exception as err:  # network, auth, missing repo: all mean the same thing to the user
         raise LipSyncError(_manual_hint(hub, f"could not be downloaded ({type(err).__name__})")) from None
-    if fetched.stat().st_size != hub.size or sha256_of(fetched) != hub.sha256:
+    if fetched.stat().st_size != hub.size or sha256_file(fetched) != hub.sha256:
         fetched.unlink()
         raise LipSyncError(_manual_hint(hub, "was downloaded but its checksum does not match (damaged download)"))
     target = WEIGHTS_DIR / hub.filename

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import torch
 
-from lipsync.video import ffmpeg_exe
+from lipsync.ffmpeg import ffmpeg_exe
 
-SHARED_LAYOUT = Path(__file__).resolve().parents[2] / "shared" / "wav2lip_state_dict.json"
+OFFICIAL_LAYOUT = Path(__file__).resolve().parent / "data" / "wav2lip_state_dict.json"  # names and shapes
 
 
 def astronaut_bgr() -> np.ndarray:
@@ -49,7 +49,7 @@ def make_checkpoint(path: Path, seed: int = 0, legacy_format: bool = True) -> Pa
 
 
 def official_key_layout() -> list[tuple[str, list[int]]]:
-    return [(k, s) for k, s in json.loads(SHARED_LAYOUT.read_text())["state_dict"]]
+    return [(k, s) for k, s in json.loads(OFFICIAL_LAYOUT.read_text())["state_dict"]]
 
 
 def pan_zoom_frames(n: int, size: tuple[int, int] = (320, 240), seed: int = 0):

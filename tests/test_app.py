@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from app_handler import call_handler
-from lipsync.video import probe_media, read_frames
+from lipsync.probe import probe_media
+from lipsync.video import read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -42,12 +43,13 @@ def test_app_builds_with_named_endpoint(app_module):
 
 
 def test_handler_runs_end_to_end_on_a_photo(app_module):
-    original, result, download, stats = call_handler(app_module, face_photo=str(EXAMPLES / "astronaut.jpg"),
-                                                     audio=str(EXAMPLES / "speech.wav"))
+    original, result, download, stats, timeline = call_handler(app_module, face=str(EXAMPLES / "astronaut.jpg"),
+                                                               audio=str(EXAMPLES / "speech.wav"))
     info = probe_media(result)
     assert info.has_audio and (info.width, info.height) == (512, 512)
     assert probe_media(original).has_video and download == result
     assert "without a face" in stats and "haar" in stats
+    assert timeline.ndim == 3 and timeline.shape[2] == 3 and timeline.dtype.name == "uint8"  # the face timeline
 
 
 def test_handler_turns_bad_input_into_gr_error(app_module, tmp_path):
@@ -60,20 +62,19 @@ def test_handler_turns_bad_input_into_gr_error(app_module, tmp_path):
     import numpy as np
     media.write_wav(silent, np.zeros(16000, np.float32))
     with pytest.raises(gr.Error, match="silent"):
-        call_handler(app_module, face_photo=str(EXAMPLES / "astronaut.jpg"), audio=str(silent))
+        call_handler(app_module, face=str(EXAMPLES / "astronaut.jpg"), audio=str(silent))
     # a failed job does not break the next one
-    _, result, _, _ = call_handler(app_module, face_video=str(EXAMPLES / "astronaut.mp4"),
-                                   audio=str(EXAMPLES / "speech.wav"))
+    _, result, _, _, _ = call_handler(app_module, face=str(EXAMPLES / "astronaut.mp4"),
+                                      audio=str(EXAMPLES / "speech.wav"))
     assert len(list(read_frames(probe_media(result)))) > 0
 
 
 def test_preview_draws_the_padded_box(app_module):
-    image, note, cache = app_module.preview(None, str(EXAMPLES / "astronaut.jpg"), 0, 10, 0, 0, 1, "haar", "cpu",
-                                            -1, -1, -1, -1, {})
+    settings = {"face": str(EXAMPLES / "astronaut.jpg"), "detector": "haar", "device": "cpu"}
+    image, note, state = app_module.preview(settings, {})
     assert image.shape == (512, 512, 3) and "haar" in note
-    again, _, cache2 = app_module.preview(None, str(EXAMPLES / "astronaut.jpg"), 0, 60, 0, 0, 1, "haar", "cpu",
-                                          -1, -1, -1, -1, cache)
-    assert cache2 is cache  # no second detection when only the pads change
+    again, _, state2 = app_module.preview({**settings, "pads_bottom": 60}, state)
+    assert state2 is state  # no second detection when only the pads change
     assert (again != image).any()
 
 
@@ -112,10 +113,9 @@ def test_http_api_with_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False, download_files=str(tmp_path))
-    original, result, download, stats = client.predict(
-        None, handle_file(str(EXAMPLES / "astronaut.jpg")), handle_file(str(EXAMPLES / "speech.wav")),
-        0, 10, 0, 0, 1, "custom ($LIPSYNC_CHECKPOINT)", True, "box", "cpu", "haar", -1, -1, -1, -1, False,
-        api_name="/lipsync")
+    original, result, download, stats, timeline = client.predict(
+        face=handle_file(str(EXAMPLES / "astronaut.jpg")), audio=handle_file(str(EXAMPLES / "speech.wav")),
+        checkpoint_path="custom ($LIPSYNC_CHECKPOINT)", device="cpu", detector="haar", api_name="/lipsync")
     path = result["video"] if isinstance(result, dict) else result
     info = probe_media(path)
     assert info.has_audio and info.has_video and (info.width, info.height) == (512, 512)
@@ -138,9 +138,8 @@ def test_browser_upload_click_and_watch(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server, wait_until="load", timeout=60_000)
         page.get_by_role("button", name="Sync lips").wait_for(timeout=60_000)
-        page.get_by_role("tab", name="Photo").click()
         inputs = page.locator("input[type=file]")
-        # file inputs in page order: the photo (visible tab) and the audio
+        # one face drop zone takes a photo as well as a video; then the audio
         page.locator("input[type=file][accept*='image']").first.set_input_files(str(EXAMPLES / "astronaut.jpg"))
         page.locator("input[type=file][accept*='audio']").first.set_input_files(str(EXAMPLES / "speech.wav"))
         assert inputs.count() >= 2
@@ -170,9 +169,8 @@ def test_five_clients_at_once_all_answered_and_a_bad_one_hurts_no_other(server, 
         client = Client(server, verbose=False, download_files=str(tmp_path / name))
         try:
             answers[name] = client.predict(
-                handle_file(str(video)) if video else None, handle_file(str(photo)) if photo else None,
-                handle_file(str(speech)), 0, 10, 0, 0, 1, "custom ($LIPSYNC_CHECKPOINT)", True, "box", "cpu",
-                "haar", -1, -1, -1, -1, False, api_name="/lipsync")
+                face=handle_file(str(video or photo)), audio=handle_file(str(speech)),
+                checkpoint_path="custom ($LIPSYNC_CHECKPOINT)", device="cpu", detector="haar", api_name="/lipsync")
         except Exception as err:  # the client raises the app's gr.Error as an exception
             answers[name] = err
 
@@ -199,11 +197,11 @@ def _rss_mb() -> float:
 
 def test_memory_returns_to_its_baseline_after_each_job(app_module):
     face, audio = str(EXAMPLES / "astronaut.mp4"), str(EXAMPLES / "speech.wav")
-    call_handler(app_module, face_video=face, audio=audio)  # the first job loads the model and warms the caches
+    call_handler(app_module, face=face, audio=audio)  # the first job loads the model and warms the caches
     baseline = _rss_mb()
     growth = []
     for _ in range(3):
-        call_handler(app_module, face_video=face, audio=audio)
+        call_handler(app_module, face=face, audio=audio)
         growth.append(_rss_mb() - baseline)
     print(f"RSS baseline {baseline:.0f} MB, growth after jobs 2-4: {[round(g) for g in growth]} MB")
     assert max(growth) < 150, growth

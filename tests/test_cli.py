@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 import media
-from lipsync.video import probe_media, read_frames
+from lipsync.probe import probe_media
+from lipsync.video import read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,3 +120,27 @@ def test_ctrl_c_leaves_no_output_no_temp_file_and_no_ffmpeg(checkpoint, tmp_path
     assert "Stopped; no output was written." in err and "Traceback" not in err
     assert list(out_dir.iterdir()) == [] and list(tmp.iterdir()) == []
     assert _processes_mentioning(str(face)) == []
+
+
+def test_readme_flag_table_lists_every_flag_the_cli_takes():
+    """The README's table is checked against the declarations the CLI is built from."""
+    import re
+
+    from lipsync.__main__ import build_parser
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("| flag | meaning (default) |"):]
+    table = table[: table.index("\n\n")]
+    documented = {m.group(1) for m in re.finditer(r"^\| `(--\w+)", table, re.M)}
+    flags = {s for a in build_parser()._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
+    assert documented == flags, (sorted(flags - documented), sorted(documented - flags))
+
+
+def test_every_setting_has_one_declaration_with_help():
+    from dataclasses import fields
+
+    from lipsync.options import EngineOptions, Options
+
+    for cls in (Options, EngineOptions):
+        for f in fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"

@@ -7,12 +7,14 @@ import pytest
 
 import media
 from lipsync.errors import LipSyncError
-from lipsync.faces import HaarDetector, crops_from_detections, pad_detection, smooth_boxes
+from lipsync.faces import HaarDetector
+from lipsync.geometry import Box
+from lipsync.track import crops_from_detections, smooth_boxes
 
 
 def test_pads_are_clipped_to_the_frame():
-    assert pad_detection((5, 8, 90, 95), (10, 10, 10, 10), height=100, width=96) == [0, 0, 96, 100]
-    assert pad_detection((20, 20, 60, 60), (0, 10, 0, 0), height=100, width=100) == [20, 20, 60, 70]
+    assert Box(5, 8, 90, 95).padded((10, 10, 10, 10), height=100, width=96) == Box(0, 0, 96, 100)
+    assert Box(20, 20, 60, 60).padded((0, 10, 0, 0), height=100, width=100) == Box(20, 20, 60, 70)
 
 
 def test_smoothing_is_the_official_in_place_integer_mean():
@@ -33,17 +35,18 @@ def test_smoothing_is_the_official_in_place_integer_mean():
 def test_frames_without_a_face_pass_through():
     """Before the first face, after the last and in long gaps, frames pass through and are not smoothed with."""
     gone = [None] * 4
-    detections = [None, (10, 10, 50, 50), *gone, (12, 10, 52, 50), None]
+    detections = [None, Box(10, 10, 50, 50), *gone, Box(12, 10, 52, 50), None]
     crops = crops_from_detections(detections, (0, 0, 0, 0), 100, 100)
     assert crops[0] is None and crops[2:6] == [None] * 4 and crops[7] is None
-    assert crops[1] == crops[6] == (10, 50, 11, 51)  # smoothed over the two frames that have a face
+    assert crops[1] == crops[6] == Box.from_tblr(10, 50, 11, 51)  # smoothed over the two frames that have a face
 
 
 def test_a_detector_blinking_for_a_few_frames_is_bridged():
     """A gap of up to three frames between two faces gets boxes on the line between them."""
-    detections = [(10, 10, 50, 50), None, None, None, (14, 10, 54, 50)]
+    detections = [Box(10, 10, 50, 50), None, None, None, Box(14, 10, 54, 50)]
     crops = crops_from_detections(detections, (0, 0, 0, 0), 100, 100, smooth=False)
-    assert crops == [(10, 50, 10, 50), (10, 50, 11, 51), (10, 50, 12, 52), (10, 50, 13, 53), (10, 50, 14, 54)]
+    assert [c.tblr for c in crops] == [(10, 50, 10, 50), (10, 50, 11, 51), (10, 50, 12, 52), (10, 50, 13, 53),
+                                      (10, 50, 14, 54)]
 
 
 def test_no_face_anywhere_is_a_clear_error():
@@ -59,7 +62,7 @@ def test_haar_finds_the_astronaut_face_and_not_a_blank_frame():
 
 def test_streamed_crops_equal_the_official_smoothing_as_soon_as_they_settle():
     """Crops read while detections still arrive equal those of the whole list smoothed at the end."""
-    from lipsync.faces import CropTrack
+    from lipsync.track import CropTrack
 
     rng = np.random.default_rng(7)
     detections = []
@@ -68,7 +71,7 @@ def test_streamed_crops_equal_the_official_smoothing_as_soon_as_they_settle():
             detections.append(None)
         else:
             x, y = rng.integers(20, 60, 2)
-            detections.append((int(x), int(y), int(x + rng.integers(30, 40)), int(y + rng.integers(30, 40))))
+            detections.append(Box(int(x), int(y), int(x + rng.integers(30, 40)), int(y + rng.integers(30, 40))))
     expected = crops_from_detections(detections, (3, 10, 2, 4), 120, 160)
     track = CropTrack((3, 10, 2, 4), 120, 160)
     early = {}
@@ -86,10 +89,10 @@ def test_streamed_crops_equal_the_official_smoothing_as_soon_as_they_settle():
 
 
 def test_a_waiting_crop_gets_the_detection_error():
-    from lipsync.faces import CropTrack
+    from lipsync.track import CropTrack
 
     track = CropTrack((0, 10, 0, 0), 100, 100)
-    track.add([(10, 10, 50, 50)])
+    track.add([Box(10, 10, 50, 50)])
     with pytest.raises(TimeoutError):
         track.crop(0, timeout=0.01)  # four more faces or the end of the stream are needed
     track.fail(LipSyncError("decoder died"))
@@ -98,7 +101,7 @@ def test_a_waiting_crop_gets_the_detection_error():
 
 
 def test_pads_larger_than_the_frame_are_refused():
-    from lipsync.faces import CropTrack
+    from lipsync.track import CropTrack
 
     with pytest.raises(LipSyncError, match="bottom padding .* larger than the 160x120 frame"):
         CropTrack((0, 500, 0, 0), 120, 160)
@@ -141,8 +144,8 @@ def test_s3fd_sees_the_input_the_official_code_gives_it(tmp_path, monkeypatch):
 def test_auto_picks_the_fast_offline_detector_on_a_cpu():
     from lipsync.faces import make_detector
 
-    detector, note = make_detector("auto", "cpu", allow_download=False)
-    assert detector.name == "haar" and "--detector s3fd" in note
+    choice = make_detector("auto", "cpu", allow_download=False)
+    assert choice.name == "blazeface" and "--detector s3fd" in choice.reason
 
 
 def test_s3fd_without_weights_offline_says_what_to_do(monkeypatch, tmp_path):

@@ -100,7 +100,7 @@ def test_generator_halves_the_batch_after_running_out_of_memory(checkpoint, monk
     """A batch too big for the GPU is retried in halves, and the output is the same."""
     import numpy as np
 
-    from lipsync.model import Generator
+    from lipsync.runner import ModelRunner as Generator
 
     model = load_model(str(checkpoint))
     rng = np.random.default_rng(0)
@@ -121,7 +121,7 @@ def test_generator_halves_the_batch_after_running_out_of_memory(checkpoint, monk
 
 
 def test_half_precision_is_refused_on_the_cpu(checkpoint):
-    from lipsync.model import Generator
+    from lipsync.runner import ModelRunner as Generator
 
     with pytest.raises(LipSyncError, match="fp16 runs on a GPU"):
         Generator(load_model(str(checkpoint)), "cpu", "fp16")

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from lipsync import Options, cache
-from lipsync.pipeline import FRAME_BUDGET_BYTES, frames_per_batch, prefetch
+from lipsync.concurrency import prefetch
+from lipsync.devices import FRAME_BUDGET_BYTES, model_batch
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def test_second_run_reuses_detections(engine, face_video, speech, tmp_path, empt
     first = engine.sync(str(face_video), str(speech), str(tmp_path / "a.mp4"), Options(detector="haar"))
     second = engine.sync(str(face_video), str(speech), str(tmp_path / "b.mp4"),
                          Options(detector="haar", pads=(0, 30, 0, 0), blend="feather"))
-    assert "cache" not in first.detector and "[boxes from cache]" in second.detector
+    assert not first.boxes_from_cache and second.boxes_from_cache and "[boxes from cache]" in second.summary()
     assert "detect" in first.seconds and "detect" not in second.seconds
     assert second.frames == first.frames
     assert len(list(empty_cache.glob("*.json"))) == 1
@@ -32,7 +33,7 @@ def test_other_detection_settings_do_not_hit_the_cache(engine, face_video, speec
     engine.sync(str(face_video), str(speech), str(tmp_path / "a.mp4"), Options(detector="haar"))
     resized = engine.sync(str(face_video), str(speech), str(tmp_path / "b.mp4"), Options(detector="haar",
                                                                                          resize_factor=2))
-    assert "cache" not in resized.detector
+    assert not resized.boxes_from_cache
 
 
 def test_prefetch_keeps_order_and_propagates_errors():
@@ -65,9 +66,8 @@ def test_prefetch_stops_its_thread_when_abandoned():
 
 
 def test_batches_are_capped_by_the_frame_memory_budget():
-    options = Options(wav2lip_batch_size=128)
-    assert frames_per_batch(options, 240, 320) == 128
-    uhd = frames_per_batch(options, 2160, 3840)
+    assert model_batch(128, 240, 320) == 128
+    uhd = model_batch(128, 2160, 3840)
     assert uhd * 2160 * 3840 * 3 <= FRAME_BUDGET_BYTES and uhd >= 1
 
 

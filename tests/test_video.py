@@ -11,7 +11,8 @@ import pytest
 
 import media
 from lipsync.errors import LipSyncError
-from lipsync.video import VideoWriter, probe_media, read_frames
+from lipsync.probe import probe_media
+from lipsync.video import VideoWriter, read_frames
 
 
 def test_probe_reads_exact_ntsc_rate(tmp_path):
@@ -48,7 +49,7 @@ def test_rotated_phone_video_comes_out_upright(tmp_path):
     rotated = tmp_path / "rotated.mp4"
     import subprocess
 
-    from lipsync.video import ffmpeg_exe
+    from lipsync.ffmpeg import ffmpeg_exe
     subprocess.run([ffmpeg_exe(), "-v", "error", "-display_rotation", "90", "-i", str(plain), "-c", "copy",
                     str(rotated)], check=True)
     info = probe_media(str(rotated))
@@ -92,7 +93,7 @@ def test_unreadable_inputs_get_clear_errors(tmp_path):
 
 
 def test_browser_copy_reuses_a_video_browsers_already_play(tmp_path, face_video, speech):
-    from lipsync.video import browser_copy
+    from lipsync.video import display_copy as browser_copy
 
     playable = probe_media(str(face_video))
     assert playable.plays_in_browsers

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from lipsync import weights
@@ -58,7 +60,7 @@ def test_good_download_lands_in_weights(monkeypatch, tmp_path):
     import huggingface_hub
 
     payload = b"pretend checkpoint bytes"
-    pinned = weights.HubFile("tiny.pth", "someone/repo", "sub/tiny.pth", weights.hashlib.sha256(payload).hexdigest(),
+    pinned = weights.HubFile("tiny.pth", "someone/repo", "sub/tiny.pth", hashlib.sha256(payload).hexdigest(),
                              len(payload))
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)

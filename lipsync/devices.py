@@ -1,0 +1,101 @@
+"""Where the models run, how much they take at once, and handing memory back.
+
+The batch sizes are per device because small batches run faster on a CPU and big ones
+on a GPU; the frame budget caps how many full frames wait for their faces, so a 4K clip
+needs no more memory than a 720p one. Running out of GPU memory halves the batch, for
+the model and the detector alike (`map_batches`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import os
+from typing import Callable, Sequence, TypeVar
+
+from .errors import LipSyncError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 8}  # faces per model call; on a CPU small batches run faster
+FRAME_BUDGET_BYTES = int(float(os.environ.get("LIPSYNC_FRAME_BUDGET_MB", "256")) * 2**20)  # frames held per batch
+
+
+def resolve_device(name: str = "auto") -> str:
+    """'auto' -> cuda, mps or cpu, whichever is here; an explicit device that is missing is a clear error."""
+    import torch
+
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LipSyncError("--device cuda was asked for but no CUDA GPU is available. Use --device auto or cpu.")
+    if name == "mps" and not mps:
+        raise LipSyncError("--device mps was asked for but Apple's MPS is not available. Use --device auto or cpu.")
+    if name not in ("cpu", "cuda", "mps"):
+        raise LipSyncError(f"Unknown device '{name}'. Choose auto, cuda, cpu or mps.")
+    return name
+
+
+def frames_in_budget(wanted: int, height: int, width: int) -> int:
+    """`wanted` capped so that many full BGR frames stay within FRAME_BUDGET_BYTES (at least 1)."""
+    return max(1, min(wanted, FRAME_BUDGET_BYTES // (height * width * 3)))
+
+
+def model_batch(requested: int, height: int, width: int, device: str = "cpu") -> int:
+    """The model batch (`requested`, or the device's default when 0), capped by the frame budget.
+
+    The batch size does not change the output (batch norm runs in eval mode).
+    """
+    return frames_in_budget(requested or DEFAULT_BATCH.get(device.split(":")[0], 16), height, width)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def map_batches(run: Callable[[int, int], Sequence[T]], total: int, step: int, device: str,
+                exhausted: str) -> tuple[list[Sequence[T]], int]:
+    """`run(start, stop)` over consecutive slices of `total` items; a slice that runs out of memory is retried in
+    halves. Returns the outputs of each slice and the step that worked; `exhausted` is the error when even one
+    item does not fit."""
+    outputs: list[Sequence[T]] = []
+    start, step = 0, max(1, step)
+    while start < total:
+        stop = min(total, start + step)
+        try:
+            outputs.append(run(start, stop))
+        except RuntimeError as err:
+            if not is_out_of_memory(err):
+                raise
+            if step == 1:
+                raise LipSyncError(exhausted) from None
+            step = max(1, step // 2)
+            empty_device_cache(device)
+            log.warning("Out of memory; retrying with batches of %d", step)
+            continue
+        start = stop
+    return outputs, step
+
+
+def empty_device_cache(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+def release_memory(device: str) -> None:
+    """Hand a finished job's memory back to the system, so a long-running server returns to its baseline.
+
+    Frames and activations are freed when a job ends, but glibc keeps freed heap pages
+    and CUDA keeps its cache; both are returned here.
+    """
+    gc.collect()
+    empty_device_cache(device)
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, Windows, musl): nothing to trim
+        pass

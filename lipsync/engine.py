@@ -1,0 +1,106 @@
+"""The Python API's engine: a loaded model that syncs any number of clips, and what the app needs beside it.
+
+`LipSync` loads the checkpoint once; `sync` runs one job. The functions below serve a
+front-end (the web app) that must not reach into the stages: a shared engine per
+(checkpoint, device), the face-box preview (which needs a detector but no model, so an
+offline first visit draws boxes before any weights exist), the display copy of the
+original, and fetching the weights before serving.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
+from . import audio, backends, limits
+from .concurrency import BuildOnce
+from .devices import release_memory, resolve_device
+from .faces import DetectorChoice, get_detector
+from .model import Wav2Lip, load_model
+from .options import Options
+from .pipeline import ProgressCallback, run
+from .preview import FacePreview, make_preview
+from .probe import probe_media
+from .results import SyncResult
+from .video import display_copy as _display_copy
+from .weights import find_s3fd, resolve_checkpoint
+
+
+class LipSync:
+    """A loaded model (and its face detectors) ready to sync any number of clips, from several threads too."""
+
+    def __init__(self, checkpoint: str | None = None, device: str = "auto", allow_download: bool = True) -> None:
+        self.device = resolve_device(device)
+        self.checkpoint_path = resolve_checkpoint(checkpoint, download=allow_download)
+        warming = threading.Thread(target=audio.warm_up, name="lipsync-audio-warm-up", daemon=True)
+        warming.start()  # overlaps librosa's one-off set-up with loading the checkpoint
+        self.model: Wav2Lip = load_model(self.checkpoint_path, self.device)
+        backends.backend_for(self.model, self.device)  # convert or load + compile the default (auto, fp32) now
+        warming.join()
+        self.allow_download = allow_download
+
+    def detector(self, options: Options) -> DetectorChoice:
+        """The face detector these options ask for, shared with every other job and the preview."""
+        return get_detector(options.detector, self.device, options.face_det_batch_size, self.allow_download,
+                            options.det_max_side)
+
+    def sync(self, face: str, audio: str, outfile: str, options: Options | None = None,
+             progress: ProgressCallback | None = None, **overrides: Any) -> SyncResult:
+        """Lip-sync one clip. `overrides` are Options fields, e.g. pads=(0, 20, 0, 0), blend='feather'."""
+        options = replace(options or Options(), **overrides) if overrides else options or Options()
+        detector = None if options.fixed_box is not None else self.detector(options)
+        try:
+            result = run(face, audio, outfile, self.model, self.device, options, detector, progress)
+            result.backend = result.backend or backends.describe(self.model)
+            return result
+        finally:
+            release_memory(self.device)
+
+
+_engines = BuildOnce(lambda checkpoint, device: LipSync(checkpoint, device))
+
+
+def shared_engine(checkpoint: str | None = None, device: str = "auto") -> LipSync:
+    """One loaded engine per (checkpoint, device) in this process, built on first use (for servers)."""
+    return _engines.get(checkpoint, resolve_device(device))
+
+
+def face_preview(face: str, options: Options | None = None, device: str = "cpu") -> FacePreview:
+    """The first frame of `face` with its detected face, for drawing boxes (no model is loaded)."""
+    return make_preview(face, options or Options(), resolve_device(device))
+
+
+def display_copy(face: str, outfile: str, audio_path: str | None = None, seconds: float = 0.0) -> str:
+    """A browser-playable MP4 of the face input, cut to `seconds` (see lipsync.video.display_copy)."""
+    return _display_copy(probe_media(face), outfile, audio_path, seconds)
+
+
+def check_inputs(face: str, audio_path: str, options: Options | None = None) -> None:
+    """Refuse bad inputs from their headers alone, before any model is loaded (a quick answer, little memory).
+
+    The same checks run again inside the job; this only moves the common refusals ahead of the model's load.
+    """
+    options = options or Options()
+    limits.check_face(probe_media(face), options, face)
+    limits.check_sound(probe_media(audio_path), options.max_seconds, audio_path)
+
+
+def gpu_seconds(face: str, audio_path: str, options: Options | None = None) -> float:
+    """Seconds of GPU time a job on these files is expected to need (headers only; for ZeroGPU's request)."""
+    options = options or Options()
+    info = probe_media(face)
+    limits.check_face(info, options, face)
+    sound = probe_media(audio_path)
+    return limits.gpu_seconds_for(info, sound.duration or options.max_seconds, options)
+
+
+@dataclass(frozen=True)
+class FetchedWeights:
+    checkpoint: str
+    s3fd: str | None  # None: not available, the offline detector will be used
+
+
+def fetch_weights(checkpoint: str | None = None) -> FetchedWeights:
+    """Download what is missing (the Wav2Lip checkpoint, S3FD) before serving, so no visitor waits for it."""
+    return FetchedWeights(resolve_checkpoint(checkpoint), find_s3fd(download=True))

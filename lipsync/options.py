@@ -1,0 +1,227 @@
+"""Every setting of a job, declared once: name, default, choices, help and checks.
+
+The command line (`lipsync.__main__`) builds its flags from these declarations, the web
+app maps its controls onto the fields by name, and the README's flag table is checked
+against them by a test. Adding a setting is one `setting(...)` line here (plus, if it has
+a control in the app, one line in the app's list of controls).
+
+Field names are the official Wav2Lip `inference.py` flag names where one exists.
+Rectangles keep the official top, bottom, left, right order here, at the edge; inside the
+package they become `Box` objects (lipsync.geometry).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Iterator
+
+from .errors import LipSyncError
+from .geometry import Box
+
+SIDES = ("top", "bottom", "left", "right")
+AXES = ("x", "y")  # the parts of a point, as `from_flat` takes them
+NO_POINT = (-1, -1)
+BLEND_MODES = ("box", "feather", "mouth")
+DETECTORS = ("auto", "s3fd", "blazeface", "haar")
+PRECISIONS = ("fp32", "fp16", "bf16")
+BACKENDS = ("auto", "openvino", "pytorch")  # lipsync.backends
+ENCODERS = ("auto", "libx264", "h264_nvenc")
+DEVICES = ("auto", "cuda", "cpu", "mps")
+NO_BOX = (-1, -1, -1, -1)
+FULL_FRAME = (0, -1, 0, -1)
+
+
+def env_number(name: str, default: float) -> float:
+    """A number from the environment, or `default`; a malformed value is a clear error, not a traceback."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return type(default)(float(raw))
+    except ValueError:
+        raise LipSyncError(f"The environment variable {name}={raw!r} is not a number. Unset it or give a number.") \
+            from None
+
+
+def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, metavar: Any = None,
+            flag: str | None = None, env: str | None = None, cli: bool = True) -> Any:
+    """A dataclass field carrying what the CLI and the app need to offer it.
+
+    `env` names an environment variable that overrides the default; it is read each time
+    an Options is made, so a server or a test can set it late. `flag` is the CLI spelling
+    when it is not `--<name>`.
+    """
+    meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag, "env": env, "cli": cli}
+    if env is not None:
+        return field(default_factory=lambda: env_number(env, default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Options:
+    """Everything that shapes one job. Checked when made: a bad value is a `LipSyncError` at once."""
+
+    static: bool = setting(False, "use only the first frame of the face video (always so for a photo)")
+    fps: float = setting(25.0, "frame rate of the output when the face is a photo")
+    pads: tuple[int, int, int, int] = setting(
+        (0, 10, 0, 0), "pixels added to the detected face box; raise BOTTOM until the chin is inside",
+        metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
+    face_det_batch_size: int = setting(16, "frames per face-detection batch (S3FD); halved on out-of-memory")
+    wav2lip_batch_size: int = setting(
+        0, "faces per Wav2Lip model batch; 0 picks by device (128 on CUDA, 8 on a CPU, where small batches run "
+           "faster). The result does not depend on it")
+    resize_factor: int = setting(1, "divide the resolution by this first (2 turns 1080p into 540p); often better "
+                                    "and faster")
+    crop: tuple[int, int, int, int] = setting(
+        FULL_FRAME, "keep only this region of the frame (after resize and rotate); -1 means to the edge. Useful "
+                    "when several faces are visible", metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
+    box: tuple[int, int, int, int] = setting(
+        NO_BOX, "use this fixed face box instead of detection (pads are not added); for a face that is not "
+                "detected and hardly moves. All four numbers, or -1 -1 -1 -1 to detect",
+        metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"))
+    rotate: bool = setting(False, "turn frames 90 degrees clockwise first (phone videos that come out sideways)")
+    nosmooth: bool = setting(False, "do not average face boxes over 5 frames (for fast motion)")
+    blend: str = setting("box", "how the generated mouth is pasted: 'box' exactly as the original; 'feather' "
+                                "fades the box edges into the frame; 'mouth' takes only the lower face, through a "
+                                "soft mask, colour-matched to the skin around it (eyes and forehead stay the "
+                                "frame's own)", choices=BLEND_MODES)
+    detector: str = setting("auto", "face detector: 's3fd' (what Wav2Lip was trained with; downloads 90 MB "
+                                    "once), 'blazeface' (MediaPipe, no download, a few ms per frame on a CPU; "
+                                    "finds turned, covered and small faces and follows one person), 'haar' "
+                                    "(OpenCV, no download, frontal faces only), 'auto' (s3fd on a GPU when "
+                                    "available; on a CPU blazeface, since s3fd takes seconds per frame there, or "
+                                    "haar when mediapipe is missing)",
+                            choices=DETECTORS)
+    face_point: tuple[int, int] = setting(
+        (-1, -1), "a point in the first frame (pixels after resize, rotate and crop) on the face to sync, when "
+                  "several are visible; that face is followed for the whole clip (blazeface detector). -1 -1: "
+                  "the most prominent face", metavar=("X", "Y"))
+    precision: str = setting("fp32", "the model's arithmetic: fp32 gives the official numbers; fp16 (GPU) and "
+                                     "bf16 (GPU, recent CPUs) are faster with small differences in the mouth",
+                             choices=PRECISIONS)
+    backend: str = setting("auto", "library that runs the model on a CPU in fp32: 'openvino' (about 1.5x faster; "
+                                   "converted once and cached under ~/.cache/lipsync/models or "
+                                   "$LIPSYNC_MODEL_CACHE), 'pytorch', or 'auto' (OpenVINO when installed). GPUs and "
+                                   "bf16 always use PyTorch; if OpenVINO fails, PyTorch takes over",
+                           choices=BACKENDS)
+    det_max_side: int = setting(0, "run S3FD on frames shrunk to this longer side, boxes mapped back (0: full "
+                                   "resolution, as the original); e.g. 640 makes detection of 1080p several "
+                                   "times faster")
+    encoder: str = setting("auto", "H.264 encoder: 'auto' uses NVIDIA's h264_nvenc when the models run on CUDA "
+                                   "and it works there, else libx264", choices=ENCODERS)
+    allow_silence: bool = setting(False, "sync silent or near-silent audio instead of stopping with an error")
+    keep_silent_mouth: bool = setting(False, "in pauses of the speech (0.3 s or more of frames whose audio is "
+                                             "40 dB under the clip's loudest), keep the frame's own mouth, "
+                                             "cross-faded over 3 frames; the model is skipped there")
+    max_seconds: float = setting(1800.0, "refuse audio longer than this many seconds, read from its header before "
+                                         "decoding (0: no limit)", env="LIPSYNC_MAX_SECONDS")
+    max_side: int = setting(4096, "refuse a video or photo whose longer side exceeds this many pixels, read from "
+                                  "its header before --resize_factor (0: no limit)", env="LIPSYNC_MAX_SIDE")
+    max_fps: float = setting(120.0, "refuse a video of more frames per second than this (0: no limit)",
+                             env="LIPSYNC_MAX_FPS")
+    max_work: float = setting(0.0, "refuse a job of more than this many megapixel-frames (output frames x "
+                                   "source pixels / 1e6; 0: no limit)", env="LIPSYNC_MAX_WORK")
+    time_limit: float = setting(0.0, "stop a job that runs longer than this many seconds (0: no limit)",
+                                env="LIPSYNC_TIME_LIMIT")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _normalise(self, f)
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise LipSyncError(f"Unknown {f.name} '{getattr(self, f.name)}'. Choose one of: {', '.join(choices)}.")
+        if self.resize_factor < 1:
+            raise LipSyncError("--resize_factor must be 1 or more (2 halves the width and height).")
+        if self.fps <= 0:
+            raise LipSyncError("--fps must be a positive number of frames per second, e.g. 25.")
+        if self.face_det_batch_size < 1 or self.wav2lip_batch_size < 0:
+            raise LipSyncError("Batch sizes must be 1 or more.")
+        negative = [f.name for f in fields(self) if f.name.startswith(("max_", "det_max", "time_limit"))
+                    and getattr(self, f.name) < 0]
+        if negative:
+            raise LipSyncError(f"Limits must be 0 (no limit) or more: {', '.join('--' + n for n in negative)}.")
+        if self.box != NO_BOX and min(self.box) < 0:
+            raise LipSyncError(f"The fixed face box {' '.join(map(str, self.box))} is only partly given. Give all "
+                               "four numbers (top bottom left right, in pixels), or -1 -1 -1 -1 to detect the face.")
+
+        if self.face_point != NO_POINT and min(self.face_point) < 0:
+            raise LipSyncError(f"The face point {' '.join(map(str, self.face_point))} is only partly given. Give "
+                               "both numbers (x y, in pixels of the first frame), or -1 -1 for the most prominent "
+                               "face.")
+
+    @property
+    def point(self) -> tuple[int, int] | None:
+        """The face point (x, y) in first-frame pixels, or None for the most prominent face."""
+        return None if self.face_point == NO_POINT else self.face_point
+
+    @property
+    def fixed_box(self) -> Box | None:
+        """The fixed face box, or None when the face is to be detected."""
+        return None if self.box == NO_BOX else Box.from_tblr(*self.box)
+
+    def with_changes(self, **changes: Any) -> "Options":
+        """A copy with some fields changed (checked again)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_flat(cls, values: dict[str, Any]) -> "Options":
+        """Options from a flat mapping, where a rectangle may come as `<name>_top`, `<name>_bottom`, … and a
+        point as `<name>_x`, `<name>_y`.
+
+        What the app's controls give: one number per slider. Keys that are not settings are an error.
+        """
+        values = dict(values)
+        for f in fields(cls):
+            default = f.default if f.default is not MISSING else f.default_factory()
+            parts = [f"{f.name}_{side}" for side in (AXES if isinstance(default, tuple) and len(default) == 2
+                                                     else SIDES)]
+            if any(p in values for p in parts):
+                values[f.name] = tuple(values.pop(p, d) for p, d in zip(parts, default))
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise LipSyncError(f"Unknown setting(s): {', '.join(sorted(unknown))}. Known: "
+                               f"{', '.join(f.name for f in fields(cls))}.")
+        return cls(**values)
+
+
+def _normalise(options: Options, f) -> None:
+    """Coerce a value to its field's type (the app gives floats for sliders, lists for rectangles)."""
+    value = getattr(options, f.name)
+    default = f.default if f.default is not MISSING else f.default_factory()
+    try:
+        if isinstance(default, bool):
+            value = bool(value)
+        elif isinstance(default, tuple):
+            value = tuple(int(-1 if v is None else v) for v in value)
+            if len(value) != len(default):
+                parts = " ".join(f.metadata.get("metavar") or SIDES).lower()
+                raise LipSyncError(f"--{f.name} takes {len(default)} numbers: {parts}.")
+        elif isinstance(default, int):
+            value = int(value)
+        elif isinstance(default, float):
+            value = float(value)
+    except (TypeError, ValueError):
+        raise LipSyncError(f"The setting {f.name} must be a number, not {value!r}.") from None
+    object.__setattr__(options, f.name, value)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What a loaded engine is made of: the checkpoint and the device (fixed for its lifetime)."""
+
+    checkpoint_path: str | None = setting(
+        None, "Wav2Lip checkpoint file, or a name (wav2lip_gan, wav2lip). When omitted: $LIPSYNC_CHECKPOINT, then "
+              "weights/wav2lip_gan.pth, then a download from the Hugging Face Hub")
+    device: str = setting("auto", "where the models run", choices=DEVICES)
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise LipSyncError(f"Unknown device '{self.device}'. Choose one of: {', '.join(DEVICES)}.")
+
+
+def declared(cls: type = Options) -> Iterator[tuple[str, Any, dict]]:
+    """(name, default, metadata) of each setting, in declaration order: what the CLI and docs are built from."""
+    for f in fields(cls):
+        yield f.name, (f.default if f.default is not MISSING else f.default_factory()), dict(f.metadata)

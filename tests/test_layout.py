@@ -1,0 +1,62 @@
+"""The shape of the house: stages never reach back up, the app speaks only to the package's API."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "lipsync"
+
+
+def _lipsync_imports(path: Path) -> set[str]:
+    """Modules of the package imported anywhere in `path` (top level or inside functions)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            found.update([node.module] if node.module else [alias.name for alias in node.names])
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lipsync."):
+            found.add(node.module.split(".", 1)[1])
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    return {p.stem: _lipsync_imports(p) - {p.stem} for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    graph = _graph()
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in path, "import cycle: " + " -> ".join(path + [module])
+        if module in done:
+            return
+        for dependency in sorted(graph.get(module, ())):
+            visit(dependency, path + [module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_stages_do_not_import_the_front_ends():
+    graph = _graph()
+    front = {"engine", "__main__", "batch"}  # what users call; the stages below never reach up to them
+    for module, imports in graph.items():
+        if module not in front:
+            assert not imports & front, f"lipsync.{module} imports {imports & front}"
+
+
+def test_app_uses_only_the_public_api():
+    tree = ast.parse((ROOT / "app.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lipsync"):
+            assert node.module == "lipsync", f"app.py imports from {node.module}"
+        if isinstance(node, ast.Import):
+            assert all(not a.name.startswith("lipsync.") for a in node.names)
+    import lipsync
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "lipsync":
+            assert all(alias.name in lipsync.__all__ for alias in node.names)
