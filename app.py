@@ -228,6 +228,8 @@ def preview(settings: dict[str, Any], state: dict) -> tuple[Any, str, dict]:
         if state.get("key") != key:
             state = {"key": key, "preview": face_preview(face, options, device)}
         image = draw_boxes(state["preview"], options)
+    except LipSyncError as err:  # said beside the preview, not as an error badge over it
+        return None, f"**Cannot preview this face:** {_hide_server_paths(str(err))}", {}
     except Exception as err:
         raise user_error(err) from None
     found = state["preview"]

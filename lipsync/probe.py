@@ -81,7 +81,8 @@ def image_size(path: str) -> tuple[int, int]:
     try:
         with warnings.catch_warnings(), Image.open(path) as image:
             width, height = image.size
-            orientation = image.getexif().get(0x0112, 1) if hasattr(image, "getexif") else 1
+            # EXIF orientation lives in the header of a JPEG, TIFF or WebP; PIL would decode a PNG to look for it
+            orientation = image.getexif().get(0x0112, 1) if image.format in ("JPEG", "MPO", "TIFF", "WEBP") else 1
     except Exception:  # PIL cannot read the header: a damaged file
         raise LipSyncError(f"'{path}' looks like an image but cannot be read (damaged or truncated). Save it again "
                            "as JPG or PNG and retry.") from None

@@ -138,11 +138,10 @@ def test_browser_upload_click_and_watch(server):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server, wait_until="load", timeout=60_000)
         page.get_by_role("button", name="Sync lips").wait_for(timeout=60_000)
-        inputs = page.locator("input[type=file]")
+        assert page.locator("input[type=file]").count() >= 2  # the face and the audio drop zones
         # one face drop zone takes a photo as well as a video; then the audio
         page.locator("input[type=file][accept*='image']").first.set_input_files(str(EXAMPLES / "astronaut.jpg"))
         page.locator("input[type=file][accept*='audio']").first.set_input_files(str(EXAMPLES / "speech.wav"))
-        assert inputs.count() >= 2
         page.get_by_text("Green: with padding").wait_for(timeout=60_000)  # the box preview appeared
         page.get_by_role("button", name="Sync lips").click()
         page.get_by_text("without a face").wait_for(timeout=240_000)

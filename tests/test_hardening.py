@@ -217,14 +217,13 @@ def test_the_app_refuses_the_attacks_with_sentences(app, attacks):
 
 def test_the_preview_keeps_a_small_copy_and_applies_the_limits(app, attacks, tmp_path):
     import cv2
-    import gradio as gr
 
     big = tmp_path / "big.png"
     cv2.imwrite(str(big), cv2.resize(media.astronaut_bgr(), (2400, 2400)))
     _, _, state = app.preview({"face": str(big), "detector": "haar", "device": "cpu"}, {})
     assert max(state["preview"].image.shape[:2]) <= 640
-    with pytest.raises(gr.Error, match="larger than the limit"):
-        app.preview({"face": str(attacks["huge png"]), "detector": "haar", "device": "cpu"}, {})
+    image, note, state = app.preview({"face": str(attacks["huge png"]), "detector": "haar", "device": "cpu"}, {})
+    assert image is None and state == {} and "larger than the limit" in note  # said beside it, nothing kept
 
 
 def test_the_display_copy_of_a_long_original_is_cut_to_the_result(attacks, tmp_path):
