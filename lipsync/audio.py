@@ -9,7 +9,6 @@ from __future__ import annotations
 import subprocess
 import tempfile
 
-import librosa
 import numpy as np
 
 from . import ffmpeg, limits
@@ -57,8 +56,19 @@ def load_audio(path: str, max_seconds: float = 0.0) -> np.ndarray:
     cmd += ["-f", "f32le", "-acodec", "pcm_f32le", "-"]
     mono = _decode_mono(cmd, channels, path)
     if rate != SAMPLE_RATE:
-        mono = librosa.resample(mono, orig_sr=rate, target_sr=SAMPLE_RATE)
+        mono = resample(mono, rate)
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def resample(mono: np.ndarray, rate: float) -> np.ndarray:
+    """librosa.resample(mono, orig_sr=rate, target_sr=16000) (soxr_hq, length fixed to ceil(n * ratio)), calling
+    soxr directly: importing librosa's audio module (scipy.signal, numba) costs seconds."""
+    import soxr
+
+    n_samples = int(np.ceil(mono.shape[-1] * (float(SAMPLE_RATE) / rate)))
+    out = soxr.resample(mono, rate, SAMPLE_RATE, quality="soxr_hq")
+    out = out[:n_samples] if len(out) >= n_samples else np.pad(out, (0, n_samples - len(out)))
+    return np.asarray(out, dtype=mono.dtype)
 
 
 def _decode_mono(cmd: list[str], channels: int, path: str) -> np.ndarray:
@@ -188,7 +198,8 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
 
 
 def warm_up() -> None:
-    """Run the mel code once on a little silence: librosa's first call costs about a second of set-up."""
+    """Run the mel code once on a little silence (the mel basis is built then; numpy only, no librosa since the
+    STFT and the filters are computed here bit for bit as librosa does: its first call took about 3 s of imports)."""
     melspectrogram(np.zeros(SAMPLE_RATE // 4, dtype=np.float32))
 
 

@@ -34,9 +34,12 @@ class LipSync:
         self.device = resolve_device(device)
         self.checkpoint_path = resolve_checkpoint(checkpoint, download=allow_download)
         warming = threading.Thread(target=audio.warm_up, name="lipsync-audio-warm-up", daemon=True)
-        warming.start()  # overlaps librosa's one-off set-up with loading the checkpoint
+        warming.start()  # builds the mel basis (numpy only now, milliseconds) while the checkpoint loads
         self.model: Wav2Lip = load_model(self.checkpoint_path, self.device)
-        backends.backend_for(self.model, self.device)  # convert or load + compile the default (auto, fp32) now
+        # the default backend (auto, fp32: OpenVINO on a CPU) is converted or loaded from its cache and compiled now,
+        # once per engine. Not on a background thread: a process that ends while OpenVINO compiles (a job refused
+        # right away) could hang in interpreter shutdown; this costs 0.4-1 s of start-up instead.
+        backends.backend_for(self.model, self.device)
         warming.join()
         self.allow_download = allow_download
 
@@ -51,9 +54,7 @@ class LipSync:
         options = replace(options or Options(), **overrides) if overrides else options or Options()
         detector = None if options.fixed_box is not None else self.detector(options)
         try:
-            result = run(face, audio, outfile, self.model, self.device, options, detector, progress)
-            result.backend = result.backend or backends.describe(self.model)
-            return result
+            return run(face, audio, outfile, self.model, self.device, options, detector, progress)
         finally:
             release_memory(self.device)
 

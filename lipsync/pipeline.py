@@ -106,7 +106,7 @@ def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, option
     limits.check_work(info, options, len(windows), face)
 
     source = FaceSource(info, options, timings)
-    runner = ModelRunner(model, device, options.precision)
+    runner = ModelRunner(model, device, options.precision, options.backend)
     encoder = choose_encoder(options.encoder, device)
     fixed = options.fixed_box
     detection: FaceDetection | None = None
@@ -135,4 +135,5 @@ def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, option
                       detector_reason="--box" if fixed else detector.reason,
                       boxes_from_cache=bool(detection and detection.cached is not None), device=device, fps=fps,
                       width=source.width, height=source.height, seconds=timings.seconds, face_frames=faced,
+                      backend=runner.backend_label,
                       frames_kept_in_pauses=0 if weights is None else int((weights == 0).sum()))

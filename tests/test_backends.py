@@ -1,0 +1,141 @@
+"""The model backends: OpenVINO gives PyTorch's faces (within 1 level), its disk cache is keyed and rebuilt,
+and any missing or failing backend falls back to PyTorch with the reason in the result."""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import media
+from lipsync import Options, audio, backends
+from lipsync.errors import LipSyncError
+from lipsync.model import IMG_SIZE, load_model
+from lipsync.runner import ModelRunner
+
+pytest.importorskip("openvino")
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(autouse=True)
+def _cache_env(model_cache, monkeypatch):
+    monkeypatch.setenv("LIPSYNC_MODEL_CACHE", str(model_cache))
+
+
+@pytest.fixture(scope="module")
+def real_inputs():
+    """Real face crops (the astronaut, panned and zoomed, resized to 96) and mel windows of speech-like audio."""
+    crops = np.stack([cv2.resize(f[20:220, 60:260], (IMG_SIZE, IMG_SIZE)) for f in media.pan_zoom_frames(20)])
+    mels = audio.mel_windows(audio.melspectrogram(media.speech_samples(1.2, seed=2)), 25.0)[:20]
+    return crops, np.ascontiguousarray(mels)
+
+
+def test_openvino_faces_within_one_level_of_pytorch(checkpoint, real_inputs):
+    crops, mels = real_inputs
+    model = load_model(str(checkpoint))
+    fast = ModelRunner(model, "cpu", backend="openvino")
+    assert fast.backend.name == "openvino", fast.backend_label
+    assert "fp32" in fast.backend_label
+    reference = ModelRunner(model, "cpu", backend="pytorch")
+    assert reference.backend.name == "pytorch"
+    ours = np.concatenate([fast(crops[i:i + 8], mels[i:i + 8]) for i in range(0, 20, 8)])  # 8, 8, 4 (padded)
+    diff = np.abs(ours.astype(int) - reference(crops, mels))
+    assert diff.max() <= 1 and diff.mean() < 0.01, (diff.max(), diff.mean())
+    assert np.abs(fast(crops[:1], mels[:1]).astype(int) - ours[:1]).max() <= 1  # one face, padded
+
+
+def test_cache_is_reused_keyed_and_rebuilt(checkpoint, tmp_path, monkeypatch, model_cache):
+    model = load_model(str(checkpoint))
+    backends.load_openvino(model, str(checkpoint))  # converted by the test above, or now
+    timings: dict[str, float] = {}
+    cached = backends.load_openvino(model, str(checkpoint), timings=timings)
+    assert cached.reason.endswith("cached") and "convert_s" not in timings
+    entries = [p for p in model_cache.iterdir() if p.is_dir()]
+    assert len(entries) == 1 and (entries[0] / backends.IR_NAME).is_file()
+    assert not [p for p in model_cache.iterdir() if p.name.startswith(".tmp-")]  # nothing half-written left
+
+    def no_conversion(*args):
+        raise RuntimeError("would convert")
+
+    with monkeypatch.context() as m:  # a different checkpoint, or another OpenVINO: not the cached entry
+        m.setattr(backends, "_convert", no_conversion)
+        other = media.make_checkpoint(tmp_path / "other.pth", seed=1)
+        with pytest.raises(RuntimeError, match="would convert"):
+            backends.load_openvino(load_model(str(other)), str(other))
+        import openvino
+
+        m.setattr(openvino, "__version__", "2099.1.0-1-abc")
+        with pytest.raises(RuntimeError, match="would convert"):
+            backends.load_openvino(model, str(checkpoint))
+
+    weights = next(entries[0].glob("*.bin"))  # a damaged entry is converted again, not trusted
+    weights.write_bytes(weights.read_bytes()[: 1000])
+    rebuilt = backends.load_openvino(model, str(checkpoint))
+    assert "damaged" in rebuilt.reason
+    assert weights.stat().st_size > 100_000_000
+    assert backends.load_openvino(model, str(checkpoint)).reason.endswith("cached")
+
+
+def test_missing_openvino_falls_back_with_the_reason_in_the_result(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    from lipsync import LipSync
+
+    engine = LipSync(str(checkpoint), device="cpu", allow_download=False)
+    face = media.make_face_video(tmp_path / "face.mp4", seconds=0.4, fps=25)
+    speech = media.write_wav(tmp_path / "a.wav", media.speech_samples(0.4, seed=4))
+    result = engine.sync(str(face), str(speech), str(tmp_path / "out.mp4"), Options(box=(40, 200, 90, 230)))
+    assert result.backend.startswith("pytorch (OpenVINO not available ("), result.backend
+    assert "model backend pytorch" in result.summary()
+    assert "pytorch" in result.stats_markdown()
+
+
+def test_failures_fall_back_to_pytorch(checkpoint, real_inputs, monkeypatch):
+    crops, mels = real_inputs
+    model = load_model(str(checkpoint))
+    reference = ModelRunner(model, "cpu", backend="pytorch")(crops[:4], mels[:4])
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated failure")
+
+    with monkeypatch.context() as m:  # at conversion / compilation
+        m.setattr(backends, "load_openvino", broken)
+        chosen = backends.choose_backend(model, "cpu", checkpoint_path=str(checkpoint))
+        assert chosen.name == "pytorch" and "OpenVINO failed (RuntimeError: simulated failure)" in chosen.label
+
+    runner = ModelRunner(model, "cpu", backend="openvino")  # at inference: PyTorch takes over, the job goes on
+    assert runner.backend.name == "openvino"
+    monkeypatch.setattr(backends.OpenVINOBackend, "infer", broken)
+    assert np.array_equal(runner(crops[:4], mels[:4]), reference)
+    assert runner.backend.name == "pytorch" and "failed at inference" in runner.backend_label
+
+
+def test_pytorch_is_forced_or_kept_where_openvino_does_not_apply(checkpoint):
+    model = load_model(str(checkpoint))
+    assert ModelRunner(model, "cpu", backend="pytorch").backend_label == "pytorch (chosen with --backend pytorch)"
+    assert ModelRunner(model, "cpu", precision="bf16").backend.name == "pytorch"  # bf16 stays on PyTorch
+    assert backends.choose_backend(model, "cuda").name == "pytorch"  # CUDA and MPS: PyTorch, always
+    assert backends.choose_backend(model, "mps", choice="openvino").name == "pytorch"
+    assert Options(backend="pytorch").backend == "pytorch" and Options().backend == "auto"
+    with pytest.raises(LipSyncError, match="Unknown backend"):
+        Options(backend="tensorrt")
+
+
+def test_numpy_audio_path_is_bit_identical_to_librosa():
+    """The quick start's numpy STFT, mel filters, pre-emphasis and resampling give librosa's numbers exactly."""
+    librosa = pytest.importorskip("librosa")
+    from scipy import signal
+
+    wav = media.speech_samples(1.3, rate=44100, seed=5)
+    resampled = audio.resample(wav, 44100)
+    assert np.array_equal(resampled, librosa.resample(wav, orig_sr=44100, target_sr=16000))
+    emphasised = audio.preemphasis(resampled)
+    assert np.array_equal(emphasised, signal.lfilter([1, -0.97], [1], resampled))
+    assert np.array_equal(audio.stft_magnitude(emphasised),
+                          np.abs(librosa.stft(y=emphasised, n_fft=800, hop_length=200, win_length=800)))
+    assert np.array_equal(audio._mel_basis(), librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600))
