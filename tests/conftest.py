@@ -51,3 +51,19 @@ def engine(checkpoint):
     from lipsync import LipSync
 
     return LipSync(str(checkpoint), device="cpu", allow_download=False)
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Frames handed to the encoder, in order (copies), while the file is still written for real."""
+    from lipsync import video
+
+    frames: list = []
+    original = video.VideoWriter.write
+
+    def write(self, frame):
+        frames.append(frame.copy())
+        original(self, frame)
+
+    monkeypatch.setattr(video.VideoWriter, "write", write)
+    return frames

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from app_handler import call_handler
+from app_server import serving
 from lipsync.probe import probe_media
 from lipsync.video import read_frames
 
@@ -78,35 +73,11 @@ def test_preview_draws_the_padded_box(app_module):
     assert (again != image).any()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(checkpoint, tmp_path_factory):
-    port = _free_port()
-    env = dict(os.environ, LIPSYNC_CHECKPOINT=str(checkpoint), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               LIPSYNC_OUTPUT_DIR=str(tmp_path_factory.mktemp("app_out")))
-    log = open(tmp_path_factory.mktemp("server") / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port)], cwd=ROOT,
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, "the app exited at start-up"
-            time.sleep(0.5)
-    else:
-        raise AssertionError("the app did not start within 120 s")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
-    log.close()
+    with serving(checkpoint, tmp_path_factory.mktemp("server") / "server.log",
+                 tmp_path_factory.mktemp("app_out")) as url:
+        yield url
 
 
 def test_http_api_with_gradio_client(server, tmp_path):

@@ -148,19 +148,6 @@ def test_pauses_found_in_speech_with_silences():
     assert (w[(t > 1.62) & (t < 2.18)] == 0).all() and (w[t < 0.2] == 0).all()
 
 
-@pytest.fixture
-def captured(monkeypatch):
-    frames: list[np.ndarray] = []
-    original = video.VideoWriter.write
-
-    def write(self, frame):
-        frames.append(frame.copy())
-        original(self, frame)
-
-    monkeypatch.setattr(video.VideoWriter, "write", write)
-    return frames
-
-
 def test_frames_in_a_pause_are_the_input_frames(engine, tmp_path, captured, blend="mouth"):
     """0.5 s of speech, then 1 s of silence: the random model paints nonsense, but not in the pause."""
     from lipsync.audio import load_audio

@@ -6,23 +6,9 @@ import numpy as np
 import pytest
 
 import media
-from lipsync import Options, video
+from lipsync import Options
 from lipsync.faces import HaarDetector
 from official_reference import official_frames
-
-
-@pytest.fixture
-def captured(monkeypatch):
-    """Frames handed to the encoder, in order, plus the file still being written for real."""
-    frames: list[np.ndarray] = []
-    original = video.VideoWriter.write
-
-    def write(self, frame):
-        frames.append(frame.copy())
-        original(self, frame)
-
-    monkeypatch.setattr(video.VideoWriter, "write", write)
-    return frames
 
 
 def _compare(ours: list[np.ndarray], reference: list[np.ndarray]) -> None:

@@ -6,17 +6,14 @@ import asyncio
 import base64
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 import media
+from app_server import serving
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -58,35 +55,11 @@ def test_on_zero_gpu_the_request_follows_the_clip_and_long_jobs_are_refused_firs
     assert 10 < call["duration"] < 60, call  # 1 s of 320x240 video: far under a visitor's quota, not a fixed 180 s
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def mcp_server(checkpoint, tmp_path_factory):
-    port = _free_port()
     log_path = tmp_path_factory.mktemp("mcp") / "server.log"
-    env = dict(os.environ, LIPSYNC_CHECKPOINT=str(checkpoint), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               LIPSYNC_OUTPUT_DIR=str(tmp_path_factory.mktemp("mcp_out")))
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--mcp"], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            assert proc.poll() is None, log_path.read_text()
-            time.sleep(0.5)
-    else:
-        raise AssertionError("the app did not start within 120 s")
-    yield url, log_path
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    with serving(checkpoint, log_path, tmp_path_factory.mktemp("mcp_out"), "--mcp") as url:
+        yield url, log_path
 
 
 def _data_url(path: Path, mime: str) -> str:
