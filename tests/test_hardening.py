@@ -53,8 +53,11 @@ def long_opus(path: Path, hours: float = 3.0) -> Path:
 
 def run_cli(*args: str, env: dict | None = None) -> tuple[int, str, float, float]:
     """(exit code, stderr, seconds, peak RSS in MB) of the CLI in a child process of its own."""
-    code = ("import resource, sys; from lipsync.__main__ import main; c = main(sys.argv[1:]); "
-            "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr); "
+    # The peak is reset first (writing 5 to clear_refs): a child started by vfork inherits the high-water mark
+    # of its parent, here the test process, and ru_maxrss would report that instead of the CLI's own peak.
+    code = ("import re, sys; open('/proc/self/clear_refs', 'w').write('5'); from lipsync.__main__ import main; "
+            "c = main(sys.argv[1:]); status = open('/proc/self/status').read(); "
+            "print('PEAK_RSS_MB', int(re.search(r'VmHWM:\\s+(\\d+)', status).group(1)) // 1024, file=sys.stderr); "
             "sys.exit(c)")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
