@@ -32,7 +32,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, LipSyncError, Options, available_checkpoints, display_copy,
-                     draw_boxes, env_number, face_preview, face_timeline, fetch_weights, gpu_seconds,
+                     draw_boxes, env_number, face_preview, face_scan, face_timeline, fetch_weights, gpu_seconds,
                      prune_detection_cache, shared_engine)
 
 log = logging.getLogger("lipsync.app")
@@ -250,6 +250,21 @@ def preview(settings: dict[str, Any], state: dict) -> tuple[Any, str, dict]:
     return image, note, state
 
 
+def scan(settings: dict[str, Any]) -> Any:
+    """The face timeline before a job: a face found or not at up to 120 moments through the clip."""
+    face = settings.get("face")
+    if not face:
+        raise gr.Error("Upload a face video or a photo first.")
+    try:
+        device = "cpu" if ZERO_GPU else settings.get("device", "auto")
+        found = face_scan(face, build_options(settings), device)
+    except Exception as err:
+        raise user_error(err) from None
+    if not any(found):
+        gr.Warning("No face was found anywhere in the clip: use a fixed face box under Advanced, or another clip.")
+    return face_timeline(found)
+
+
 def pick_face_point(state: dict, evt: gr.SelectData) -> tuple[int, int]:
     """A click on the preview: the point in frame pixels (the preview is a shrunk copy), for face_point."""
     found = state.get("preview") if state else None
@@ -358,6 +373,11 @@ def build_app() -> gr.Blocks:
                 box_preview = gr.Image(label="Face box preview (first frame; click a face to sync that one)",
                                        interactive=False, height=300)
                 box_note = gr.Markdown()
+                with gr.Row(equal_height=True):
+                    scan_button = gr.Button("Check faces through the clip", size="sm", scale=0)
+                    scan_strip = gr.Image(label="Faces through the clip, before syncing (green: face found, grey: "
+                                                "none; those frames would be left unchanged)", interactive=False,
+                                          height=60, show_label=True, scale=3)
                 with gr.Row():
                     original = gr.Video(label="Original", interactive=False)
                     result = gr.Video(label="Lip-synced", interactive=False)
@@ -380,6 +400,8 @@ def build_app() -> gr.Blocks:
         box_preview.select(pick_face_point, inputs=[state], outputs=point, api_visibility="private")
         face.change(lambda: (-1, -1), outputs=point, api_visibility="private")  # a new clip: the most prominent face
 
+        scan_button.click(named_handler(names, scan, defaults, {}), controls.inputs, scan_strip,
+                          api_visibility="private")
         job = named_handler(names, run_job, defaults, {"progress": gr.Progress()}, name="lipsync")
         if spaces is not None:  # on ZeroGPU: ask for what this clip needs (a no-op decorator elsewhere)
             job = spaces.GPU(job, duration=named_handler(names, lambda settings, progress=None: job_seconds(settings),

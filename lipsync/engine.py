@@ -20,7 +20,7 @@ from .faces import DetectorChoice, get_detector
 from .model import Wav2Lip, load_model
 from .options import Options
 from .pipeline import ProgressCallback, run
-from .preview import FacePreview, make_preview
+from .preview import FacePreview, make_preview, scan_faces
 from .probe import probe_media
 from .results import SyncResult
 from .video import display_copy as _display_copy
@@ -70,6 +70,11 @@ def shared_engine(checkpoint: str | None = None, device: str = "auto") -> LipSyn
 def face_preview(face: str, options: Options | None = None, device: str = "cpu") -> FacePreview:
     """The first frame of `face` with its detected face, for drawing boxes (no model is loaded)."""
     return make_preview(face, options or Options(), resolve_device(device))
+
+
+def face_scan(face: str, options: Options | None = None, device: str = "cpu") -> list[bool]:
+    """A face found or not at up to 120 moments through the clip (no model is loaded): the timeline before a job."""
+    return scan_faces(face, options or Options(), resolve_device(device))
 
 
 def display_copy(face: str, outfile: str, audio_path: str | None = None, seconds: float = 0.0) -> str:

@@ -111,3 +111,31 @@ def draw_boxes(preview: FacePreview, options: Options) -> np.ndarray:
 def _rectangle(canvas: np.ndarray, box: Box, scale: float, colour: tuple[int, int, int], thickness: int) -> None:
     small = box.scaled(scale)
     cv2.rectangle(canvas, (small.x1, small.y1), (small.x2 - 1, small.y2 - 1), colour, thickness)
+
+
+SCAN_SAMPLES = 120  # frames looked at when a whole clip is scanned for faces before a job
+
+
+def scan_faces(face: str, options: Options, device: str = "cpu", samples: int = SCAN_SAMPLES) -> list[bool]:
+    """Whether a face is found, at up to `samples` moments evenly spread over the clip: the face timeline
+    before a job, so a person sees where the sync would be missing and can change pads, crop or box first."""
+    from .video import read_frames
+
+    info = probe_media(face)
+    limits.check_face(info, options, face)
+    if options.fixed_box is not None:
+        return [True]
+    source = FaceSource(info, options.with_changes(static=info.is_image))
+    choice = get_detector(options.detector, device, options.face_det_batch_size, det_max_side=options.det_max_side)
+    if info.is_image:
+        frames = [source.first()]
+    else:
+        rate = min(info.fps, samples / max(info.duration, 0.04))
+        frames = (source.prepare(f) for f in read_frames(info, max_frames=samples, sample_fps=rate))
+    found: list[bool] = []
+    previous: Detection = None
+    for frame in frames:  # one at a time: the detector follows the face from look to look, as in a job
+        detection = choice.detector.detect([frame], previous)[0]
+        found.append(detection is not None)
+        previous = detection or previous
+    return found

@@ -175,3 +175,15 @@ def test_memory_returns_to_its_baseline_after_each_job(app_module):
         growth.append(_rss_mb() - baseline)
     print(f"RSS baseline {baseline:.0f} MB, growth after jobs 2-4: {[round(g) for g in growth]} MB")
     assert max(growth) < 150, growth
+
+
+def test_the_whole_clip_is_scanned_for_faces_before_the_job(app_module, tmp_path):
+    """Before syncing, the page shows where the face is missing (here: a grey card for frames 8-13)."""
+    import media
+    from lipsync import face_scan
+
+    clip = media.make_video_with_gap(tmp_path / "gap.mp4", frames=25, gap=range(8, 14))
+    found = face_scan(str(clip), __import__("lipsync").Options(detector="haar"))
+    assert len(found) == 25 and not any(found[8:14]) and all(found[:6]) and all(found[16:])
+    strip = app_module.scan({"face": str(clip), "detector": "haar", "device": "cpu"})
+    assert strip.ndim == 3 and strip.shape[2] == 3 and len({tuple(c) for c in strip[0]}) >= 2  # green and grey
