@@ -53,7 +53,8 @@ class SyncResult:
         """A few short lines for the app."""
         s = self.seconds
         busy = ", ".join(f"{name} {s[key]:.1f} s" for name, key in
-                         (("audio", "audio"), ("faces", "detect"), ("model", "generate"), ("encoder", "encode"))
+                         (("audio", "audio"), ("faces", "detect"), ("model", "generate"), ("blend", "crop+blend"),
+                          ("encoder", "encode"))
                          if key in s)
         return "\n".join([
             f"**{self.frames} frames** · {self.duration:.1f} s at {self.fps:.3f} fps · {self.width}x{self.height}",
