@@ -39,19 +39,10 @@ from lipsync import pauses  # noqa: E402
 from lipsync.audio import load_audio, mel_windows, melspectrogram  # noqa: E402
 from lipsync.blend import alpha_map, paste, paste_mouth, seam_ratio  # noqa: E402
 from lipsync.geometry import Box  # noqa: E402
+from media import read_all_frames  # noqa: E402
 
 CALIBRATION = ROOT.parent / "shared" / "calibration"
 MODES = ("box", "feather", "mouth", "mouth, no colour match")
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            return frames
-        frames.append(frame)
 
 
 def sharpness(image: np.ndarray) -> float:
@@ -66,8 +57,8 @@ def paste_as(mode: str, frame: np.ndarray, face: np.ndarray, crop: Box) -> None:
 
 
 def blend_bench(every: int, picture: Path | None, picture_frame: int) -> None:
-    originals = read_video(CALIBRATION / "talking_head.mp4")
-    official = read_video(CALIBRATION / "talking_head_official_default_pads.mp4")
+    originals = read_all_frames(CALIBRATION / "talking_head.mp4")
+    official = read_all_frames(CALIBRATION / "talking_head_official_default_pads.mp4")
     boxes = json.loads((CALIBRATION / "talking_head_official_boxes.json").read_text())["default_pads"]
     n = min(len(official), len(boxes))
     stats: dict[str, dict[str, list[float]]] = {m: {"seam": [], "eyes": [], "ms": []} for m in MODES + ("official",)}

@@ -21,15 +21,15 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and the test helpers (media)
 CALIBRATION = ROOT.parent / "shared" / "calibration"
 PADS = (0, 10, 0, 0)  # the official default, with which the official boxes were made
 
 from lipsync.boxmap import IDENTITY_MAP, BoxMap  # noqa: E402
+from media import read_all_frames  # noqa: E402
 from lipsync.faces import HaarDetector  # noqa: E402
 from lipsync.geometry import Box  # noqa: E402
 from lipsync.track import crops_from_detections  # noqa: E402
@@ -37,19 +37,10 @@ from lipsync.track import crops_from_detections  # noqa: E402
 Raw = Optional[Sequence[float]]  # (x1, y1, x2, y2) or None
 
 
-def read_video(path: Path) -> list[np.ndarray]:
-    capture, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return frames
-        frames.append(frame)
-
-
 def calibration_frames() -> list[np.ndarray]:
     if not (CALIBRATION / "talking_head.mp4").exists():
         sys.exit(f"The calibration data is not at {CALIBRATION} (it lives beside the checkout).")
-    return read_video(CALIBRATION / "talking_head.mp4")
+    return read_all_frames(CALIBRATION / "talking_head.mp4")
 
 
 def official_boxes(key: str = "default_pads") -> list[tuple[int, int, int, int]]:

@@ -70,6 +70,17 @@ def pan_zoom_frames(n: int, size: tuple[int, int] = (320, 240), seed: int = 0):
         yield cv2.warpAffine(photo, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
+def read_all_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a video as OpenCV decodes it (BGR), for checks against what OpenCV-based code sees."""
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            capture.release()
+            return frames
+        frames.append(frame)
+
+
 def write_video(path: Path, frames, fps: str | float, size: tuple[int, int], audio: Path | None = None,
                 extra: list[str] | None = None) -> Path:
     """Encode BGR frames to a file with ffmpeg (H.264 unless `extra` says otherwise)."""

@@ -203,20 +203,11 @@ def test_timeline_shows_where_faces_were_synced():
     assert face_timeline([True] * 5000).shape[1] == 800  # long clips share columns
 
 
-def _read(path: Path) -> list[np.ndarray]:
-    capture, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            return frames
-        frames.append(frame)
-
-
 @pytest.mark.skipif(not (CALIBRATION / "talking_head.mp4").exists(), reason="../shared/calibration is not here")
 def test_final_boxes_match_the_official_ones_on_the_calibration_clip(detector):
     from lipsync.track import crops_from_detections
 
-    frames = _read(CALIBRATION / "talking_head.mp4")
+    frames = media.read_all_frames(CALIBRATION / "talking_head.mp4")
     official = [Box.from_tblr(*row) for row in
                 json.loads((CALIBRATION / "talking_head_official_boxes.json").read_text())["default_pads"]]
     height, width = frames[0].shape[:2]
