@@ -15,7 +15,7 @@ This module only wires; each stage lives in the module named for it.
 from __future__ import annotations
 
 import time
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -27,12 +27,11 @@ from .blend import paste
 from .concurrency import QUEUE_FRAMES, prefetch
 from .devices import model_batch
 from .faces import DetectorChoice
-from .geometry import Box
-from .model import IMG_SIZE, Wav2Lip
+from .geometry import IMG_SIZE, Box
 from .options import Options
 from .probe import probe_media
 from .results import SyncResult
-from .runner import ModelRunner
+from .runner import LazyModel, ModelRunner
 from .source import FaceSource
 from .timings import StageTimes
 from .track import FaceDetection
@@ -42,49 +41,72 @@ ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 CropFor = Callable[[int], Optional[Box]]  # frame index -> its crop, or None without a face
 
 
+Pending = tuple[np.ndarray, Optional[Box], int]  # frame, its crop (None: no face), mel window index
+GENERATED_AHEAD = 1  # batches the model thread may finish before the paste loop takes them
+
+
 def synthesize(source: FaceSource, windows: np.ndarray, crop_for: CropFor, options: Options, runner: ModelRunner,
                writer: VideoWriter, timings: StageTimes, progress: ProgressCallback,
                weights: Optional[np.ndarray] = None) -> list[bool]:
     """Stream every output frame through the model into the encoder; returns, per frame, whether it had a face.
 
+    Three threads: decoding (prefetch), the model (collects a batch, crops it, runs the network) and this one
+    (pastes and writes). While this thread pastes batch k and waits on the encoder's pipe, the model already
+    runs batch k+1: the network, the slowest stage, never idles on the others.
     `weights` (per output frame, in [0, 1]; lipsync.pauses) scale the paste; frames of weight 0 skip the model.
     """
     n_out = len(windows)
-    pending: list[tuple[np.ndarray, Optional[Box], int]] = []  # frame, crop, window index
     faced: list[bool] = []
     batch_size = model_batch(options.wav2lip_batch_size, source.height, source.width, runner.device)
 
-    def flush() -> None:
-        with_face = [(f, c, w) for f, c, w in pending if c is not None and (weights is None or weights[w] > 0)]
-        if with_face:
-            with timings.stage("crop+blend"):
-                batch = np.stack([cv2.resize(f[c.slices()], (IMG_SIZE, IMG_SIZE)) for f, c, _ in with_face])
-            with timings.stage("generate"):
-                faces = runner(batch, windows[[w for _, _, w in with_face]])
-            with timings.stage("crop+blend"):
-                for (frame, crop, w), face in zip(with_face, faces):
-                    paste(options.blend, frame, face, crop, 1.0 if weights is None else float(weights[w]))
-        for frame, _, _ in pending:
-            writer.write(frame)
-        pending.clear()
-        progress("Syncing lips", writer.frames_written, n_out)
+    def batches() -> Iterator[list[Pending]]:
+        frames = prefetch(source.looped(n_out), QUEUE_FRAMES)
+        try:
+            pending: list[Pending] = []
+            for i, (index, frame) in enumerate(frames):
+                pending.append((frame, crop_for(index), i))
+                if len(pending) == batch_size:
+                    yield pending
+                    pending = []
+            if pending:
+                yield pending
+        finally:
+            frames.close()
 
-    frames = prefetch(source.looped(n_out), QUEUE_FRAMES)
+    def generate(pending: list[Pending]) -> tuple[list[Pending], list[Pending], Optional[np.ndarray]]:
+        with_face = [(f, c, w) for f, c, w in pending if c is not None and (weights is None or weights[w] > 0)]
+        if not with_face:
+            return pending, with_face, None
+        with timings.stage("crop+blend"):
+            crops = np.stack([cv2.resize(f[c.slices()], (IMG_SIZE, IMG_SIZE)) for f, c, _ in with_face])
+        with timings.stage("generate"):
+            return pending, with_face, runner(crops, windows[[w for _, _, w in with_face]])
+
+    def generated() -> Iterator[tuple[list[Pending], list[Pending], Optional[np.ndarray]]]:
+        collected = batches()
+        try:
+            for pending in collected:
+                yield generate(pending)
+        finally:
+            collected.close()
+
+    results = prefetch(generated(), GENERATED_AHEAD)
     try:
-        for i, (index, frame) in enumerate(frames):
-            crop = crop_for(index)
-            faced.append(crop is not None)
-            pending.append((frame, crop, i))
-            if len(pending) == batch_size:
-                flush()
-        if pending:
-            flush()
+        for pending, with_face, faces in results:
+            if faces is not None:
+                with timings.stage("crop+blend"):
+                    for (frame, crop, w), face in zip(with_face, faces):
+                        paste(options.blend, frame, face, crop, 1.0 if weights is None else float(weights[w]))
+            for frame, crop, _ in pending:
+                faced.append(crop is not None)
+                writer.write(frame)
+            progress("Syncing lips", writer.frames_written, n_out)
     finally:
-        frames.close()
+        results.close()
     return faced
 
 
-def run(face: str, audio: str, outfile: str, model: Wav2Lip, device: str, options: Options,
+def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, options: Options,
         detector: DetectorChoice | None, progress: ProgressCallback | None = None) -> SyncResult:
     """Lip-sync `face` (video or photo) to `audio` and write `outfile`; see the module docstring.
 
