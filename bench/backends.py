@@ -7,7 +7,8 @@ official boxes, its mel windows; or the astronaut clip of tests/media.py when th
 calibration files are missing) through lipsync.runner.ModelRunner, so pre- and post-
 processing are the engine's; only the backend differs. In every round each backend runs
 once, in a rotating order, and the host's fp32 peak is measured in the same round
-(sgemm 4096 x 4096, torch.mm, all threads), so a busy machine slows all of them alike.
+(the best 4096 x 4096 fp32 matrix multiply of torch, numpy and OpenVINO, all threads;
+bench/hostpeak.py), so a busy machine slows all of them alike.
 The table gives medians over rounds: faces/s, ratio to eager PyTorch in the same round,
 the fraction of the peak (7.93 GFLOP per face, counted by FlopCounterMode), and the
 largest and mean uint8 difference of every face against eager PyTorch fp32.
@@ -34,7 +35,9 @@ import torch  # noqa: E402
 
 from lipsync import audio, backends  # noqa: E402
 from lipsync.model import IMG_SIZE, load_model  # noqa: E402
-from lipsync.runner import ModelRunner  # noqa: E402
+from lipsync.runner import LazyModel, ModelRunner  # noqa: E402
+
+from hostpeak import fp32_peak, gflop_per_face  # noqa: E402
 
 CAL = Path("/work/shared/calibration")
 
@@ -68,27 +71,6 @@ def real_inputs(n: int) -> tuple[np.ndarray, np.ndarray, str]:
     return crops, np.ascontiguousarray(mels, dtype=np.float32), source
 
 
-def gflop_per_face(model) -> float:
-    from torch.utils.flop_counter import FlopCounterMode
-
-    m, x = torch.randn(1, 1, 80, 16), torch.rand(1, 6, 96, 96)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        model(m, x)
-    return counter.get_total_flops() / 1e9
-
-
-def peak_gflops(n: int = 4096, reps: int = 3) -> float:
-    """fp32 matrix-multiply rate of this host now (best of reps), all of torch's threads."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = 0.0
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b)
-        best = max(best, 2 * n ** 3 / (time.perf_counter() - t) / 1e9)
-    return best
-
-
 def onnxruntime_runner(model, batch: int, work: Path):
     import onnxruntime as ort
 
@@ -101,9 +83,12 @@ def onnxruntime_runner(model, batch: int, work: Path):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def run(mels, faces):
-        return torch.from_numpy(session.run(None, {"mels": mels.numpy(), "faces": faces.numpy()})[0])
-    return run
+    class OnnxRuntimeBackend:
+        name = label = "onnxruntime"
+
+        def __call__(self, mels, faces):
+            return session.run(None, {"mels": mels, "faces": faces})[0]
+    return OnnxRuntimeBackend()
 
 
 def main() -> None:
@@ -132,13 +117,13 @@ def main() -> None:
         raise SystemExit(f"OpenVINO did not load: {openvino.label}")
     oneoff["openvino fp32"] = f"convert + compile {time.perf_counter() - t:.1f} s; {openvino.backend.reason}"
     t = time.perf_counter()
-    backends.load_openvino(model, str(checkpoint), args.batch, timings)
+    backends.load_openvino(LazyModel.of(model), args.batch, timings)
     oneoff["openvino fp32"] += f"; cached start {time.perf_counter() - t:.2f} s"
     try:
         t = time.perf_counter()
         ort_run = onnxruntime_runner(model, args.batch, work)
         ort_runner = ModelRunner(model, "cpu", backend="pytorch")
-        ort_runner.backend = backends.SafeBackend(backends.TorchBackend(ort_run), model)
+        ort_runner.backend = backends.SafeBackend(ort_run, LazyModel.of(model))
         runners["onnxruntime fp32"] = ort_runner
         oneoff["onnxruntime fp32"] = f"export + session {time.perf_counter() - t:.1f} s"
     except ImportError:
@@ -155,11 +140,13 @@ def main() -> None:
     ratios: dict[str, list[float]] = {n: [] for n in names}
     fractions: dict[str, list[float]] = {n: [] for n in names}
     peaks: list[float] = []
+    libraries: list[str] = []
     print(f"{args.faces} faces ({source}), batch {args.batch}, {args.rounds} rounds, torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.2f}", flush=True)
     for r in range(args.rounds):
-        peak = peak_gflops()
+        peak, library = fp32_peak(torch.get_num_threads())
         peaks.append(peak)
+        libraries.append(library)
         order = names[r % len(names):] + names[:r % len(names)]
         seconds = {}
         for name in order:
@@ -171,11 +158,12 @@ def main() -> None:
             rates[name].append(rate)
             ratios[name].append(seconds["pytorch eager fp32"] / seconds[name])
             fractions[name].append(rate * gflop / peak)
-        print(f"round {r + 1}: peak {peak:.0f} GFLOP/s, " + ", ".join(f"{n} {args.faces / s:.2f} faces/s"
+        print(f"round {r + 1}: peak {peak:.0f} GFLOP/s ({library}), " + ", ".join(f"{n} {args.faces / s:.2f} faces/s"
                                                                      for n, s in seconds.items()), flush=True)
     peak = statistics.median(peaks)
-    print(f"\nhost fp32 peak (sgemm 4096, {torch.get_num_threads()} threads, best of 3 per round): median "
-          f"{peak:.0f} GFLOP/s; generator {gflop:.2f} GFLOP per face -> ceiling {peak / gflop:.1f} faces/s; "
+    print(f"\nhost fp32 peak (the best 4096 x 4096 fp32 matmul of torch, numpy and OpenVINO, "
+          f"{torch.get_num_threads()} threads, best of 3 per round; reached by {max(set(libraries), key=libraries.count)}): "
+          f"median {peak:.0f} GFLOP/s; generator {gflop:.2f} GFLOP per face -> ceiling {peak / gflop:.1f} faces/s; "
           f"load average {os.getloadavg()[0]:.2f}")
     print("| backend | faces/s | x eager (same round) | fraction of fp32 peak | max diff | mean diff | one-off |")
     print("|---|---:|---:|---:|---:|---:|---|")

@@ -1,7 +1,9 @@
 """Which library runs the Wav2Lip generator: OpenVINO on a CPU (measured 1.4-1.7x PyTorch there), else PyTorch.
 
-Every backend is called like `Wav2Lip.forward(mels, faces)`: (B, 1, 80, 16) and
-(B, 6, 96, 96) float32 tensors in, (B, 3, 96, 96) float32 in [0, 1] out.
+Every backend is called like `Wav2Lip.forward(mels, faces)`, on numpy arrays: (B, 1, 80, 16)
+and (B, 6, 96, 96) float32 in, (B, 3, 96, 96) float32 in [0, 1] out. It gets the network
+as a `LazyModel` (below), loaded from the checkpoint only when needed: OpenVINO from its
+cache needs neither the PyTorch model nor torch itself (1.3 s of a CPU job's start).
 
 - `auto` (the default) takes OpenVINO on a CPU when it imports, PyTorch otherwise;
   CUDA, MPS and the bf16/fp16 precisions always run on PyTorch.
@@ -26,12 +28,18 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from .files import sha256_file
+from .devices import cpu_threads
+from .errors import LipSyncError
+from .files import cache_root, checkpoint_sha256
+
+if TYPE_CHECKING:  # torch is imported where the PyTorch model is needed, not before
+    import torch
+
+    from .model import Wav2Lip
 
 log = logging.getLogger(__name__)
 
@@ -41,65 +49,98 @@ SELF_CHECK_TOLERANCE = 1.0 / 255  # largest |OpenVINO - PyTorch| on the [0, 1] o
 IR_NAME = "wav2lip.xml"
 
 
-def cache_root() -> Path:
-    """Where converted models live: $LIPSYNC_MODEL_CACHE, else models/ in $LIPSYNC_CACHE_DIR when that is set
-    (the tests' temporary cache), else ~/.cache/lipsync/models. Read at each call."""
-    env = os.environ.get("LIPSYNC_MODEL_CACHE")
-    if env:
-        return Path(env)
-    shared = os.environ.get("LIPSYNC_CACHE_DIR")
-    return Path(shared) / "models" if shared else Path.home() / ".cache" / "lipsync" / "models"
+class LazyModel:
+    """The Wav2Lip generator of one checkpoint on one device, loaded from disk on first use.
+
+    PyTorch loads it when it is the backend, to convert it for OpenVINO, or to take over from
+    a failing backend; a CPU job on a cached OpenVINO model never does (nor imports torch,
+    about 1.3 s of a job's start). It also holds the backends chosen for it, so an engine
+    converts and compiles once, not per job.
+    """
+
+    def __init__(self, checkpoint_path: str | None, device: str = "cpu", model: Wav2Lip | None = None) -> None:
+        self.checkpoint_path = checkpoint_path
+        self.device = str(device)
+        self._model = model
+        self.lock = threading.RLock()  # loading, and choosing backends (lipsync.backends.backend_for)
+        self.backends: dict[tuple[str, str, str], Any] = {}
+
+    @classmethod
+    def of(cls, model: Wav2Lip | LazyModel, device: str = "cpu") -> LazyModel:
+        """`model` itself if lazy, else the one LazyModel of this loaded module (its backends are shared)."""
+        if isinstance(model, LazyModel):
+            return model
+        with _wrap_lock:
+            network = model.__dict__.get("_lipsync_network")
+            if network is None:
+                network = cls(getattr(model, "checkpoint_path", None), device, model)
+                model.__dict__["_lipsync_network"] = network
+            return network
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def get(self) -> Wav2Lip:
+        """The PyTorch model, loaded now if it was not yet."""
+        with self.lock:
+            if self._model is None:
+                from .model import load_model
+
+                if self.checkpoint_path is None:
+                    raise LipSyncError("No checkpoint to load the model from.")
+                self._model = load_model(self.checkpoint_path, self.device)
+            return self._model
 
 
-def checkpoint_sha256(path: str | os.PathLike, root: Path | None = None) -> str:
-    """SHA256 of a checkpoint, memoised by (real path, size, mtime) so a 436 MB file is hashed once, not per start."""
-    root = root or cache_root()
-    st = os.stat(path)
-    key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
-    memo_file = root / "sha256.json"
-    try:
-        memo = json.loads(memo_file.read_text())
-        if key in memo:
-            return memo[key]
-    except (OSError, ValueError, TypeError):
-        memo = {}
-    digest = sha256_file(path)
-    try:
-        memo = memo if isinstance(memo, dict) else {}
-        memo[key] = digest
-        atomic_write_text(memo_file, json.dumps(memo))
-    except OSError:
-        pass  # a read-only cache only costs the hash next time
-    return digest
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _cpu_threads() -> int:
-    return max(1, torch.get_num_threads())
+_wrap_lock = threading.Lock()
 
 
 class TorchBackend:
-    """The PyTorch model itself (the path on CUDA and MPS, for bf16/fp16, and the fallback)."""
+    """The PyTorch model itself (the path on CUDA and MPS, for bf16/fp16, and the fallback).
+
+    fp16/bf16 run the convolutions in half precision (autocast). On CUDA the input goes
+    through pinned memory with non-blocking copies and the network runs channels-last.
+    """
 
     name = "pytorch"
 
-    def __init__(self, model: torch.nn.Module, reason: str = "") -> None:
-        self.model = model
+    def __init__(self, network: LazyModel, device: str = "cpu", precision: str = "fp32", reason: str = "") -> None:
+        import torch
+
+        self.device = str(device)
+        self.precision = precision
+        self.cuda = self.device.startswith("cuda")
+        self.model = network.get()
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.reason = reason
 
-    def __call__(self, mels: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-        return self.model(mels, faces)
+    def _autocast(self):
+        import torch
+
+        kind = self.device.split(":")[0]
+        if self.precision == "fp32":
+            return torch.autocast(device_type=kind, enabled=False)
+        return torch.autocast(device_type=kind, dtype=torch.float16 if self.precision == "fp16" else torch.bfloat16)
+
+    def _to_device(self, array: np.ndarray) -> torch.Tensor:
+        import torch
+
+        tensor = torch.from_numpy(array)
+        if self.cuda:
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+    def __call__(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = self._to_device(faces)
+            if self.cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self._autocast():
+                return self.model(self._to_device(mels), x).float().cpu().numpy()
 
     @property
     def label(self) -> str:
@@ -167,9 +208,8 @@ class OpenVINOBackend:
                 outs.append(req.get_output_tensor(0).data[:size].copy())
             return np.concatenate(outs)
 
-    def __call__(self, mels: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.infer(mels.detach().cpu().float().numpy(),
-                                           faces.detach().cpu().float().numpy()))
+    def __call__(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        return self.infer(mels, faces)
 
     @property
     def label(self) -> str:
@@ -179,9 +219,11 @@ class OpenVINOBackend:
 class SafeBackend:
     """A backend that switches to PyTorch for good if it fails at inference (the job goes on)."""
 
-    def __init__(self, backend: Any, model: torch.nn.Module) -> None:
+    def __init__(self, backend: Any, network: LazyModel, device: str = "cpu", precision: str = "fp32") -> None:
         self.backend = backend
-        self.model = model
+        self.network = network
+        self.device = device
+        self.precision = precision
 
     @property
     def name(self) -> str:
@@ -191,7 +233,7 @@ class SafeBackend:
     def label(self) -> str:
         return self.backend.label
 
-    def __call__(self, mels: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    def __call__(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:
         try:
             return self.backend(mels, faces)
         except Exception as err:  # noqa: BLE001  (any failure of the fast path: PyTorch takes over)
@@ -199,7 +241,7 @@ class SafeBackend:
                 raise
             reason = f"OpenVINO failed at inference ({_one_line(err)}); PyTorch took over"
             log.warning("Model backend: %s", reason)
-            self.backend = TorchBackend(self.model, reason)
+            self.backend = TorchBackend(self.network, self.device, self.precision, reason)
             return self.backend(mels, faces)
 
 
@@ -210,6 +252,8 @@ def _one_line(err: BaseException) -> str:
 
 def _example_inputs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Smooth, real-looking inputs for tracing and the self-check (never zeros: an untrained model hits denormals)."""
+    import torch
+
     gen = torch.Generator().manual_seed(0)
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 96), indexing="ij")
     base = 0.35 + 0.3 * torch.sin(6 * xx + 3 * yy) * torch.cos(4 * yy)
@@ -225,6 +269,8 @@ def _entry_dir(sha: str, ov_version: str, root: Path) -> Path:
 
 
 def _convert(model: torch.nn.Module, ov: Any) -> Any:
+    import torch
+
     with torch.inference_mode():
         ov_model = ov.convert_model(model.eval(), example_input=_example_inputs(1))
     ov_model.reshape({0: [-1, 1, 80, 16], 1: [-1, 6, 96, 96]})  # dynamic batch on disk, static when compiled
@@ -233,6 +279,8 @@ def _convert(model: torch.nn.Module, ov: Any) -> Any:
 
 def _save(ov_model: Any, ov: Any, target: Path) -> None:
     """Save the IR (fp32 weights) into `target` atomically: a reader sees the whole entry or none."""
+    import torch
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     try:
@@ -252,20 +300,24 @@ def _save(ov_model: Any, ov: Any, target: Path) -> None:
 
 def _self_check(backend: OpenVINOBackend, model: torch.nn.Module, chunk: int) -> float:
     """Largest |OpenVINO - PyTorch| on one chunk of real-looking inputs, on the [0, 1] scale."""
+    import torch
+
     mels, faces = _example_inputs(chunk)
     with torch.inference_mode():
-        ref = model(mels, faces)
-    return float((backend(mels, faces) - ref).abs().max())
+        ref = model(mels, faces).numpy()
+    return float(np.abs(backend(mels.numpy(), faces.numpy()) - ref).max())
 
 
-def load_openvino(model: torch.nn.Module, checkpoint_path: str | None, warm_batch: int = 8,
+def load_openvino(network: LazyModel, warm_batch: int = 8,
                   timings: dict[str, float] | None = None) -> OpenVINOBackend:
-    """OpenVINO for this model, from the disk cache or converted now (raises on any failure)."""
+    """OpenVINO for this network, from the disk cache (the PyTorch model is not loaded then) or converted now
+    (raises on any failure)."""
     import openvino as ov
 
     timings = timings if timings is not None else {}
     version = ov.__version__.split("-")[0]
-    threads = _cpu_threads()
+    threads = cpu_threads()
+    checkpoint_path = network.checkpoint_path
     root = cache_root()
     folder = None
     if checkpoint_path and os.path.isfile(checkpoint_path):
@@ -288,6 +340,7 @@ def load_openvino(model: torch.nn.Module, checkpoint_path: str | None, warm_batc
             state = "converted again, the cached copy was damaged"
     fresh = backend is None
     if fresh:
+        model = network.get()
         t = time.perf_counter()
         ov_model = _convert(model, ov)
         timings["convert_s"] = time.perf_counter() - t
@@ -317,42 +370,43 @@ def load_openvino(model: torch.nn.Module, checkpoint_path: str | None, warm_batc
     return backend
 
 
-def choose_backend(model: torch.nn.Module, device: str, precision: str = "fp32", choice: str = "auto",
-                   checkpoint_path: str | None = None, warm_batch: int = 8,
-                   timings: dict[str, float] | None = None) -> SafeBackend:
-    """The backend this job's model runs on, with why, as a SafeBackend (never raises for OpenVINO's sake)."""
+def choose_backend(network: LazyModel | Any, device: str, precision: str = "fp32", choice: str = "auto",
+                   warm_batch: int = 8, timings: dict[str, float] | None = None) -> SafeBackend:
+    """The backend this network runs on, with why, as a SafeBackend (never raises for OpenVINO's sake).
+
+    `network` is a LazyModel, or a loaded Wav2Lip module (wrapped in one)."""
     if choice not in BACKENDS:
         raise ValueError(f"unknown backend {choice!r}")
-    on_cpu = str(device).split(":")[0] == "cpu"
+    network = LazyModel.of(network, str(device))
+
+    def pytorch(reason: str) -> SafeBackend:
+        return SafeBackend(TorchBackend(network, device, precision, reason), network, device, precision)
+
     if choice == "pytorch":
-        return SafeBackend(TorchBackend(model, "chosen with --backend pytorch"), model)
-    if not on_cpu:
-        return SafeBackend(TorchBackend(model, f"OpenVINO runs on a CPU only; {device} uses PyTorch"
-                                        if choice == "openvino" else ""), model)
+        return pytorch("chosen with --backend pytorch")
+    if str(device).split(":")[0] != "cpu":
+        return pytorch(f"OpenVINO runs on a CPU only; {device} uses PyTorch" if choice == "openvino" else "")
     if precision != "fp32":
-        return SafeBackend(TorchBackend(model, f"{precision} runs on PyTorch"), model)
+        return pytorch(f"{precision} runs on PyTorch")
     try:
         import openvino  # noqa: F401
     except Exception as err:  # noqa: BLE001  (ImportError, or a broken native library)
-        return SafeBackend(TorchBackend(model, f"OpenVINO not available ({_one_line(err)}); "
-                                        "pip install openvino for about 1.5x the speed on a CPU"), model)
+        return pytorch(f"OpenVINO not available ({_one_line(err)}); pip install openvino for about 1.5x the speed "
+                       "on a CPU")
     try:
-        return SafeBackend(load_openvino(model, checkpoint_path, warm_batch, timings), model)
+        return SafeBackend(load_openvino(network, warm_batch, timings), network, device, precision)
+    except LipSyncError:
+        raise  # the checkpoint itself is bad (missing, damaged, not Wav2Lip): the user's error, not OpenVINO's
     except Exception as err:  # noqa: BLE001
         log.warning("OpenVINO could not run the model (%s); using PyTorch", _one_line(err))
-        return SafeBackend(TorchBackend(model, f"OpenVINO failed ({_one_line(err)})"), model)
+        return pytorch(f"OpenVINO failed ({_one_line(err)})")
 
 
-_chosen_lock = threading.Lock()
-
-
-def backend_for(model: torch.nn.Module, device: str, precision: str = "fp32", choice: str = "auto",
+def backend_for(network: LazyModel, device: str, precision: str = "fp32", choice: str = "auto",
                 warm_batch: int = 8) -> SafeBackend:
-    """choose_backend once per (device, precision, choice) for this model: an engine converts once, not per job."""
+    """choose_backend once per (device, precision, choice) for this network: an engine converts once, not per job."""
     key = (str(device), precision, choice)
-    with _chosen_lock:
-        chosen = model.__dict__.setdefault("_lipsync_backends", {})
-        if key not in chosen:
-            chosen[key] = choose_backend(model, device, precision, choice, getattr(model, "checkpoint_path", None),
-                                         warm_batch)
-        return chosen[key]
+    with network.lock:
+        if key not in network.backends:
+            network.backends[key] = choose_backend(network, device, precision, choice, warm_batch)
+        return network.backends[key]

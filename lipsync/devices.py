@@ -12,6 +12,8 @@ import ctypes
 import gc
 import logging
 import os
+import sys
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from .errors import LipSyncError
@@ -23,8 +25,24 @@ DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 8}  # faces per model call; on a
 FRAME_BUDGET_BYTES = int(float(os.environ.get("LIPSYNC_FRAME_BUDGET_MB", "256")) * 2**20)  # frames held per batch
 
 
+# What a GPU's driver leaves on Linux: NVIDIA (CUDA), AMD ROCm (also torch.cuda), a GPU passed into WSL.
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+
+
+def no_gpu_here() -> bool:
+    """True on Linux with no GPU driver at all: then 'auto' is the CPU, known without importing torch.
+
+    Importing torch costs about 1.3 s of a CPU job's start, and a CPU job on OpenVINO with a
+    cached model needs no torch at all. Anywhere else (a driver present, macOS, Windows)
+    torch itself is asked, as before.
+    """
+    return sys.platform.startswith("linux") and not any(os.path.exists(p) for p in GPU_DRIVER_PATHS)
+
+
 def resolve_device(name: str = "auto") -> str:
     """'auto' -> cuda, mps or cpu, whichever is here; an explicit device that is missing is a clear error."""
+    if name == "cpu" or (name == "auto" and no_gpu_here()):
+        return "cpu"
     import torch
 
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
@@ -37,6 +55,32 @@ def resolve_device(name: str = "auto") -> str:
     if name not in ("cpu", "cuda", "mps"):
         raise LipSyncError(f"Unknown device '{name}'. Choose auto, cuda, cpu or mps.")
     return name
+
+
+def cpu_threads() -> int:
+    """The threads torch uses for one job on a CPU (its default, or OMP_NUM_THREADS), known without importing it:
+    every CPU library of a job is sized alike (OpenVINO's streams in lipsync.backends)."""
+    if "torch" in sys.modules:
+        return max(1, sys.modules["torch"].get_num_threads())
+    try:
+        wanted = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    except ValueError:
+        wanted = 0
+    return wanted if wanted > 0 else physical_cores()
+
+
+def physical_cores() -> int:
+    """Cores this process may run on, counting hyper-threads once (torch's default thread count)."""
+    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    cores = set()
+    for cpu in allowed:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add((topology.joinpath("physical_package_id").read_text().strip(),
+                       topology.joinpath("core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
 
 
 def frames_in_budget(wanted: int, height: int, width: int) -> int:

@@ -11,20 +11,23 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import audio, backends, limits
 from .concurrency import BuildOnce
 from .devices import release_memory, resolve_device
 from .faces import DetectorChoice, get_detector
-from .model import Wav2Lip, load_model
 from .options import Options
 from .pipeline import ProgressCallback, run
 from .preview import FacePreview, make_preview, scan_faces
 from .probe import probe_media
 from .results import SyncResult
+from .runner import LazyModel
 from .video import display_copy as _display_copy
 from .weights import find_s3fd, resolve_checkpoint
+
+if TYPE_CHECKING:
+    from .model import Wav2Lip
 
 
 class LipSync:
@@ -34,14 +37,20 @@ class LipSync:
         self.device = resolve_device(device)
         self.checkpoint_path = resolve_checkpoint(checkpoint, download=allow_download)
         warming = threading.Thread(target=audio.warm_up, name="lipsync-audio-warm-up", daemon=True)
-        warming.start()  # builds the mel basis (numpy only now, milliseconds) while the checkpoint loads
-        self.model: Wav2Lip = load_model(self.checkpoint_path, self.device)
-        # the default backend (auto, fp32: OpenVINO on a CPU) is converted or loaded from its cache and compiled now,
-        # once per engine. Not on a background thread: a process that ends while OpenVINO compiles (a job refused
-        # right away) could hang in interpreter shutdown; this costs 0.4-1 s of start-up instead.
-        backends.backend_for(self.model, self.device)
+        warming.start()  # builds the mel basis (numpy only now, milliseconds) while the model loads
+        self.network = LazyModel(self.checkpoint_path, self.device)
+        # The default backend is made ready now, once per engine: on a CPU, OpenVINO read from its cache and compiled
+        # (the PyTorch model is then not loaded, torch not even imported) or converted from the checkpoint; elsewhere
+        # the PyTorch model loaded. Not on a background thread: a process that ends while OpenVINO compiles (a job
+        # refused right away) could hang in interpreter shutdown; this costs 0.4-1 s of start-up instead.
+        backends.backend_for(self.network, self.device)
         warming.join()
         self.allow_download = allow_download
+
+    @property
+    def model(self) -> Wav2Lip:
+        """The PyTorch model (loaded now if this engine's jobs have not needed it so far)."""
+        return self.network.get()
 
     def detector(self, options: Options) -> DetectorChoice:
         """The face detector these options ask for, shared with every other job and the preview."""
@@ -54,7 +63,7 @@ class LipSync:
         options = replace(options or Options(), **overrides) if overrides else options or Options()
         detector = None if options.fixed_box is not None else self.detector(options)
         try:
-            return run(face, audio, outfile, self.model, self.device, options, detector, progress)
+            return run(face, audio, outfile, self.network, self.device, options, detector, progress)
         finally:
             release_memory(self.device)
 

@@ -1,8 +1,12 @@
-"""File helpers shared by the weights, the detection cache and the model cache."""
+"""File helpers shared by the weights, the detection cache and the model cache (where derived copies of a
+checkpoint live: its memory-mapped state dict, its OpenVINO conversion)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import tempfile
 from pathlib import Path
 
 
@@ -13,3 +17,47 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 22), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def cache_root() -> Path:
+    """Where converted models live: $LIPSYNC_MODEL_CACHE, else models/ in $LIPSYNC_CACHE_DIR when that is set
+    (the tests' temporary cache), else ~/.cache/lipsync/models. Read at each call."""
+    env = os.environ.get("LIPSYNC_MODEL_CACHE")
+    if env:
+        return Path(env)
+    shared = os.environ.get("LIPSYNC_CACHE_DIR")
+    return Path(shared) / "models" if shared else Path.home() / ".cache" / "lipsync" / "models"
+
+
+def checkpoint_sha256(path: str | os.PathLike, root: Path | None = None) -> str:
+    """SHA256 of a checkpoint, memoised by (real path, size, mtime) so a 436 MB file is hashed once, not per start."""
+    root = root or cache_root()
+    st = os.stat(path)
+    key = f"{os.path.realpath(path)}|{st.st_size}|{st.st_mtime_ns}"
+    memo_file = root / "sha256.json"
+    try:
+        memo = json.loads(memo_file.read_text())
+        if key in memo:
+            return memo[key]
+    except (OSError, ValueError, TypeError):
+        memo = {}
+    digest = sha256_file(path)
+    try:
+        memo = memo if isinstance(memo, dict) else {}
+        memo[key] = digest
+        atomic_write_text(memo_file, json.dumps(memo))
+    except OSError:
+        pass  # a read-only cache only costs the hash next time
+    return digest
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import NamedTuple, Sequence
 
+IMG_SIZE = 96  # the side of the generator's square face crops, in and out
+
 
 class Box(NamedTuple):
     x1: int

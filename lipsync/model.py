@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from .errors import LipSyncError
+from .geometry import IMG_SIZE  # noqa: F401  (re-exported: the crop side belongs with the network)
 
-IMG_SIZE = 96  # the generator's face crops are 96x96
 
 
 class ConvBlock(nn.Module):
@@ -136,7 +136,7 @@ STATE_FORMAT = 1  # the layout of the cached state dict below
 def _cached_state_path(path: str) -> str | None:
     """Where the zip-format copy of this checkpoint's weights is cached (keyed by its SHA256), or None."""
     try:
-        from .backends import cache_root, checkpoint_sha256
+        from .files import cache_root, checkpoint_sha256
 
         root = cache_root()
         return str(root / f"{checkpoint_sha256(path, root)}-state-f{STATE_FORMAT}.pt")
@@ -178,7 +178,7 @@ def load_model(path: str, device: str | torch.device = "cpu", cache: bool = True
     """Build the generator, load an official checkpoint into it and put it in eval mode on `device`.
 
     With `cache`, the weights are also kept as a zip-format state dict in the model cache
-    (lipsync.backends.cache_root, keyed by the checkpoint's SHA256), which later starts
+    (lipsync.files.cache_root, keyed by the checkpoint's SHA256), which later starts
     memory-map instead of unpickling the official file (0.15 s instead of about 1 s).
     """
     if not os.path.isfile(path):

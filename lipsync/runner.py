@@ -1,14 +1,44 @@
-"""Running the Wav2Lip network over batches of faces: the device, the precision, out-of-memory retries."""
+"""Running the Wav2Lip network over batches of faces: its input and output arrays, the backend, out-of-memory retries.
+
+This module imports no torch: a CPU job whose converted model is in the cache runs on
+OpenVINO (lipsync.backends) without the PyTorch model ever being loaded (LazyModel).
+"""
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from .backends import backend_for
+import numpy as np
+
+from .backends import LazyModel, backend_for
 from .devices import map_batches
 from .errors import LipSyncError
-from .model import IMG_SIZE, Wav2Lip
+from .geometry import IMG_SIZE
+
+if TYPE_CHECKING:
+    from .model import Wav2Lip
+
+__all__ = ["LazyModel", "ModelRunner", "network_input", "network_output"]
+
+
+def network_input(crops: np.ndarray) -> np.ndarray:
+    """(B, 96, 96, 3) uint8 crops -> the network's (B, 6, 96, 96) float32 input in [0, 1].
+
+    The first three channels are the face with its lower half blanked (where the model draws
+    the mouth), the last three the whole face as the pose reference: the official order.
+    """
+    faces = crops.transpose(0, 3, 1, 2)
+    x = np.empty((len(crops), 6, IMG_SIZE, IMG_SIZE), np.float32)
+    x[:, :3] = faces
+    x[:, :3, IMG_SIZE // 2:] = 0
+    x[:, 3:] = faces
+    x /= np.float32(255.0)
+    return x
+
+
+def network_output(pred: np.ndarray) -> np.ndarray:
+    """(B, 3, 96, 96) float32 in [0, 1] -> (B, 96, 96, 3) uint8 faces, truncated as the official code does."""
+    return (pred.transpose(0, 2, 3, 1) * np.float32(255.0)).astype(np.uint8)
 
 
 class ModelRunner:
@@ -16,54 +46,30 @@ class ModelRunner:
 
     fp32 reproduces the official numbers; fp16/bf16 run the convolutions in half
     precision (autocast) for speed, at the cost of small differences in the mouth
-    (bench/RESULTS.md gives the measured size). On CUDA the input goes through pinned
-    memory with non-blocking copies and the network runs channels-last. A batch that
-    runs out of GPU memory is retried in halves, as the official code does for detection.
-    On a CPU in fp32 the network runs on OpenVINO when it is installed (`backend`: auto,
-    openvino or pytorch; lipsync.backends), converted once per model and cached on disk.
+    (bench/RESULTS.md gives the measured size). A batch that runs out of GPU memory is
+    retried in halves, as the official code does for detection. On a CPU in fp32 the
+    network runs on OpenVINO when it is installed (`backend`: auto, openvino or pytorch;
+    lipsync.backends), converted once per checkpoint and cached on disk.
     """
 
-    def __init__(self, model: Wav2Lip, device: str, precision: str = "fp32", backend: str = "auto") -> None:
+    def __init__(self, model: Wav2Lip | LazyModel, device: str, precision: str = "fp32",
+                 backend: str = "auto") -> None:
         if precision == "fp16" and not str(device).startswith(("cuda", "mps")):
             raise LipSyncError("fp16 runs on a GPU only. Use --precision fp32, or bf16 on a recent CPU.")
-        self.model = model
+        self.network = LazyModel.of(model, str(device))
         self.device = str(device)
         self.precision = precision
-        self.cuda = self.device.startswith("cuda")
-        if self.cuda:
-            self.model = model.to(memory_format=torch.channels_last)
         self.max_batch: int | None = None  # lowered after an out-of-memory error, for the rest of this job
-        self.backend = backend_for(self.model, self.device, precision, backend)
+        self.backend = backend_for(self.network, self.device, precision, backend)
 
     @property
     def backend_label(self) -> str:
         """Which library runs the network, and why (one line for the stats)."""
         return self.backend.label
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return torch.autocast(device_type=self.device.split(":")[0], enabled=False)
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
-
-    def _to_device(self, array: np.ndarray) -> torch.Tensor:
-        tensor = torch.from_numpy(array)
-        if self.cuda:
-            return tensor.pin_memory().to(self.device, non_blocking=True)
-        return tensor.to(self.device)
-
-    @torch.inference_mode()
     def _run(self, crops: np.ndarray, mels: np.ndarray) -> np.ndarray:
-        faces = self._to_device(crops)
-        masked = faces.clone()
-        masked[:, IMG_SIZE // 2:] = 0
-        x = torch.cat((masked, faces), dim=3).permute(0, 3, 1, 2).float() / 255.0
-        m = self._to_device(mels).unsqueeze(1)
-        if self.cuda:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            pred = self.backend(m, x)
-        return (pred.float().permute(0, 2, 3, 1) * 255.0).to(torch.uint8).cpu().numpy()
+        pred = self.backend(np.ascontiguousarray(mels[:, None], dtype=np.float32), network_input(crops))
+        return network_output(pred)
 
     def __call__(self, crops: np.ndarray, mels: np.ndarray) -> np.ndarray:
         """crops (B, 96, 96, 3) uint8 BGR, mels (B, 80, 16) float32 -> (B, 96, 96, 3) uint8 BGR faces."""

@@ -3,7 +3,10 @@ and any missing or failing backend falls back to PyTorch with the reason in the 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,9 +16,10 @@ import media
 from lipsync import Options, audio, backends
 from lipsync.errors import LipSyncError
 from lipsync.model import IMG_SIZE, load_model
-from lipsync.runner import ModelRunner
+from lipsync.runner import LazyModel, ModelRunner
 
 pytest.importorskip("openvino")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +55,10 @@ def test_openvino_faces_within_one_level_of_pytorch(checkpoint, real_inputs):
 
 
 def test_cache_is_reused_keyed_and_rebuilt(checkpoint, tmp_path, monkeypatch, model_cache):
-    model = load_model(str(checkpoint))
-    backends.load_openvino(model, str(checkpoint))  # converted by the test above, or now
+    model = LazyModel.of(load_model(str(checkpoint)))
+    backends.load_openvino(model)  # converted by the test above, or now
     timings: dict[str, float] = {}
-    cached = backends.load_openvino(model, str(checkpoint), timings=timings)
+    cached = backends.load_openvino(model, timings=timings)
     assert cached.reason.endswith("cached") and "convert_s" not in timings
     entries = [p for p in model_cache.iterdir() if p.is_dir()]
     assert len(entries) == 1 and (entries[0] / backends.IR_NAME).is_file()
@@ -67,19 +71,58 @@ def test_cache_is_reused_keyed_and_rebuilt(checkpoint, tmp_path, monkeypatch, mo
         m.setattr(backends, "_convert", no_conversion)
         other = media.make_checkpoint(tmp_path / "other.pth", seed=1)
         with pytest.raises(RuntimeError, match="would convert"):
-            backends.load_openvino(load_model(str(other)), str(other))
+            backends.load_openvino(LazyModel.of(load_model(str(other))))
         import openvino
 
         m.setattr(openvino, "__version__", "2099.1.0-1-abc")
         with pytest.raises(RuntimeError, match="would convert"):
-            backends.load_openvino(model, str(checkpoint))
+            backends.load_openvino(model)
 
     weights = next(entries[0].glob("*.bin"))  # a damaged entry is converted again, not trusted
     weights.write_bytes(weights.read_bytes()[: 1000])
-    rebuilt = backends.load_openvino(model, str(checkpoint))
+    rebuilt = backends.load_openvino(model)
     assert "damaged" in rebuilt.reason
     assert weights.stat().st_size > 100_000_000
-    assert backends.load_openvino(model, str(checkpoint)).reason.endswith("cached")
+    assert backends.load_openvino(model).reason.endswith("cached")
+
+
+def test_cpu_job_on_a_cached_model_imports_no_torch(checkpoint, tmp_path, model_cache):
+    """The quick start: with the converted model cached, a fixed-box CPU job never loads the PyTorch model nor
+    imports torch (1.3 s), and its frames are those of the PyTorch path."""
+    backends.load_openvino(LazyModel.of(load_model(str(checkpoint))))  # the cache entry, as a first run leaves it
+    face = media.make_face_video(tmp_path / "face.mp4", seconds=0.4, fps=25)
+    speech = media.write_wav(tmp_path / "a.wav", media.speech_samples(0.4, seed=4))
+    script = (
+        "import sys, lipsync\n"
+        f"engine = lipsync.LipSync({str(checkpoint)!r}, device='cpu', allow_download=False)\n"
+        f"result = engine.sync({str(face)!r}, {str(speech)!r}, {str(tmp_path / 'fast.mp4')!r}, box=(40, 200, 90, 230))\n"
+        "print(result.backend, '|', 'torch' in sys.modules, engine.network.loaded)\n")
+    env = dict(os.environ, LIPSYNC_MODEL_CACHE=str(model_cache), PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    label, flags = proc.stdout.strip().splitlines()[-1].split(" | ")
+    assert label.startswith("openvino") and label.endswith("cached)"), label
+    assert flags == "False False", "torch was imported or the PyTorch model loaded"
+    from lipsync import LipSync
+
+    LipSync(str(checkpoint), device="cpu", allow_download=False).sync(
+        str(face), str(speech), str(tmp_path / "torch.mp4"), box=(40, 200, 90, 230), backend="pytorch")
+    fast, slow = media.read_all_frames(tmp_path / "fast.mp4"), media.read_all_frames(tmp_path / "torch.mp4")
+    assert len(fast) == len(slow) > 0
+    assert max(np.abs(a.astype(int) - b).max() for a, b in zip(fast, slow)) <= 2  # 1 level, then x264
+
+
+def test_no_gpu_driver_means_cpu_without_asking_torch(monkeypatch):
+    from lipsync import devices
+
+    monkeypatch.setattr(devices.sys, "platform", "linux")
+    monkeypatch.setattr(devices.os.path, "exists", lambda path: False)
+    assert devices.no_gpu_here() and devices.resolve_device("auto") == "cpu"
+    monkeypatch.setattr(devices.os.path, "exists", lambda path: path == "/proc/driver/nvidia")
+    assert not devices.no_gpu_here()  # a driver: torch is asked, as before
+    monkeypatch.setattr(devices.sys, "platform", "darwin")
+    monkeypatch.setattr(devices.os.path, "exists", lambda path: False)
+    assert not devices.no_gpu_here()  # MPS cannot be ruled out without torch
 
 
 def test_missing_openvino_falls_back_with_the_reason_in_the_result(checkpoint, tmp_path, monkeypatch):
@@ -105,7 +148,7 @@ def test_failures_fall_back_to_pytorch(checkpoint, real_inputs, monkeypatch):
 
     with monkeypatch.context() as m:  # at conversion / compilation
         m.setattr(backends, "load_openvino", broken)
-        chosen = backends.choose_backend(model, "cpu", checkpoint_path=str(checkpoint))
+        chosen = backends.choose_backend(model, "cpu")
         assert chosen.name == "pytorch" and "OpenVINO failed (RuntimeError: simulated failure)" in chosen.label
 
     runner = ModelRunner(model, "cpu", backend="openvino")  # at inference: PyTorch takes over, the job goes on
