@@ -7,12 +7,15 @@ It makes its own clips (the astronaut photo moved about, with speech), then for 
 clip, in one run on the same machine:
 - the limits: ffmpeg decoding the clip alone (to BGR frames, as the engine reads them),
   ffmpeg encoding the same number of frames alone (same encoder settings, with audio),
-  and the generator alone on random input at the batch size the engine uses;
+  and the generator alone on random input at the batch size the engine uses; on a CPU
+  the host's fp32 peak (bench/hostpeak.py) and the generator's fraction of it; and, since
+  on a CPU all stages share the same cores, the "packed" limit: 1 / (the sum of the three
+  stages' seconds per frame), the end-to-end rate if no core ever idled;
 - the engine with the default settings (fresh face detection), with a fixed --box (no
   detection), and once more with the default settings (boxes from the detection cache);
   each in a child process so its peak RSS (and peak GPU memory) is its own.
 It prints frames per second per stage and end to end, peak memory, and the ratio of the
-end-to-end rate to the slowest limit. Needs no network: the checkpoint has random
+end-to-end rate to the slowest limit and to the packed one. Needs no network: the checkpoint has random
 weights (speed does not depend on the values).
 """
 
@@ -73,15 +76,19 @@ def limit_encode(clip: Path, speech: Path, n: int, work: Path) -> float:
     return time.perf_counter() - start
 
 
-def limit_generator(device: str, batch: int, n: int, checkpoint: Path) -> float:
-    """Seconds the generator alone takes for `n` faces: the same checkpoint and batch the engine uses."""
+def limit_generator(device: str, batch: int, n: int, checkpoint: Path) -> tuple[float, float, str]:
+    """Seconds the generator alone takes for `n` faces (the same checkpoint, batch and backend the engine uses),
+    its GFLOP per face, and the backend that ran."""
     import numpy as np
     import torch
 
     from lipsync.model import load_model
     from lipsync.runner import ModelRunner as Generator
 
-    generate = Generator(load_model(str(checkpoint), device), device)
+    from hostpeak import gflop_per_face
+
+    model = load_model(str(checkpoint), device)
+    generate = Generator(model, device)
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, (batch, 96, 96, 3), dtype=np.uint8)
     mels = rng.normal(size=(batch, 80, 16)).astype(np.float32)
@@ -92,7 +99,8 @@ def limit_generator(device: str, batch: int, n: int, checkpoint: Path) -> float:
         done += batch
     if device.startswith("cuda"):
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) * n / done
+    seconds = (time.perf_counter() - start) * n / done
+    return seconds, gflop_per_face(model), generate.backend_label
 
 
 def precision_check(device: str, work: Path, checkpoint: Path) -> None:
@@ -207,19 +215,34 @@ def bench_clip(name: str, work: Path, checkpoint: Path, device: str, detector: s
     t_encode = limit_encode(clip, speech, n, work)
     height, width = CLIPS[name][1][1], CLIPS[name][1][0]
     batch = model_batch(0, height, width, device)
-    t_gen = limit_generator(device, batch, n, checkpoint)
-    limits = {"decode alone": n / t_decode, "encode alone": n / t_encode, f"generator alone (batch {batch})": n / t_gen}
+    t_gen, gflop, backend = limit_generator(device, batch, n, checkpoint)
+    generator = f"generator alone (batch {batch})"
+    limits = {"decode alone": n / t_decode, "encode alone": n / t_encode, generator: n / t_gen}
     slowest = min(limits, key=limits.get)
+    # On a CPU every stage shares the same cores: the rate if their busy times were packed onto them without a gap
+    packed = 1 / sum(1 / rate for rate in limits.values())
 
     print(f"\n## {name}: {n} frames, {width}x{height}, 25 fps, device {device}")
     for label, rate in limits.items():
         print(f"limit  {label:<28} {rate:8.1f} fps")
+    print(f"generator: {backend}; {gflop:.2f} GFLOP per face = {limits[generator] * gflop:.0f} GFLOP/s")
+    if device == "cpu":
+        import torch
+
+        from hostpeak import fp32_peaks
+
+        peaks = fp32_peaks(torch.get_num_threads())
+        best = max(peaks, key=peaks.get)
+        print("host fp32 peak (4096 x 4096 matmul): " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items())
+              + f" GFLOP/s; the generator alone runs at {limits[generator] * gflop / peaks[best]:.0%} of the best "
+              f"({best}), ceiling {peaks[best] / gflop:.1f} faces/s")
     cache_dir = Path(tempfile.mkdtemp(prefix="bench-cache-", dir=work))
     box = [int(height * 0.2), int(height * 0.75), int(width * 0.35), int(width * 0.65)]
     runs = [("default (detect)", detector, None), ("fixed --box", detector, box),
             ("default (cached boxes)", detector, None)]
+    print(f"limit  all three packed on the cores  {packed:8.1f} fps (1 / the sum of their seconds per frame)")
     print(f"{'run':<24} {'e2e fps':>8} {'decode':>8} {'detect':>8} {'generate':>8} {'blend':>8} {'encode':>8} "
-          f"{'audio s':>8} {'RSS MB':>8} {'GPU MB':>8} {'e2e/limit':>9}")
+          f"{'audio s':>8} {'RSS MB':>8} {'GPU MB':>8} {'e2e/limit':>9} {'e2e/packed':>10}")
     for label, det, fixed in runs:
         r = run_child(clip, speech, work, checkpoint, device, det, fixed, cache_dir)
         s, frames = r["seconds"], r["frames"]
@@ -228,7 +251,7 @@ def bench_clip(name: str, work: Path, checkpoint: Path, device: str, detector: s
         print(f"{label:<24} {e2e:8.1f} {fps(frames, s.get('decode', 0))} {fps(frames, s.get('detect', 0))} "
               f"{fps(frames, s.get('generate', 0))} {fps(frames, s.get('crop+blend', 0))} "
               f"{fps(frames, s.get('encode', 0))} {s.get('audio', 0):8.2f} {r['peak_rss_mb']:8.0f} {gpu} "
-              f"{e2e / limits[slowest]:9.2f}")
+              f"{e2e / limits[slowest]:9.2f} {e2e / packed:10.2f}")
     print(f"(slowest limit: {slowest}; stage columns are frames / seconds that stage was busy; "
           f"detector: {r['detector']})")
 
