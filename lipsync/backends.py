@@ -1,4 +1,4 @@
-"""Which library runs the Wav2Lip generator: OpenVINO on a CPU (measured 1.4-1.7x PyTorch there), else PyTorch.
+"""Which library runs the Wav2Lip generator: OpenVINO on a CPU (measured 1.6-1.8x PyTorch there), else PyTorch.
 
 Every backend is called like `Wav2Lip.forward(mels, faces)`, on numpy arrays: (B, 1, 80, 16)
 and (B, 6, 96, 96) float32 in, (B, 3, 96, 96) float32 in [0, 1] out. It gets the network
@@ -6,10 +6,12 @@ as a `LazyModel` (below), loaded from the checkpoint only when needed: OpenVINO 
 cache needs neither the PyTorch model nor torch itself (1.3 s of a CPU job's start).
 
 - `auto` (the default) takes OpenVINO on a CPU when it imports, PyTorch otherwise;
-  CUDA, MPS and the bf16/fp16 precisions always run on PyTorch.
+  CUDA, MPS and fp16 always run on PyTorch.
 - OpenVINO runs fp32, enforced: INFERENCE_PRECISION_HINT=f32 (its default on CPUs with
   AMX or AVX512-BF16 is bf16) and EXECUTION_MODE_HINT=ACCURACY, checked on every compiled
-  model. Two streams, each batch split across them as async requests; one static shape
+  model. `--precision bf16` on a CPU asks OpenVINO for bf16 instead (about 2x its fp32 on
+  an AVX512-BF16 CPU, where PyTorch's bf16 is slower than its fp32); a CPU without bf16
+  arithmetic runs fp32 and the stats say so. Two streams, each batch split across them as async requests; one static shape
   per chunk size, compiled on first use (a shorter last chunk is padded, not recompiled).
 - The converted model is a cache on disk (LIPSYNC_MODEL_CACHE, default
   ~/.cache/lipsync/models), keyed by the checkpoint's SHA256, the OpenVINO version and
@@ -148,30 +150,38 @@ class TorchBackend:
 
 
 class OpenVINOBackend:
-    """Wav2Lip on OpenVINO's CPU plugin in fp32: one static-shape compiled model per chunk size."""
+    """Wav2Lip on OpenVINO's CPU plugin in fp32 (bf16 when asked): one static-shape compiled model per chunk size."""
 
     name = "openvino"
 
-    def __init__(self, ov_model: Any, core: Any, threads: int, streams: int = 0) -> None:
+    def __init__(self, ov_model: Any, core: Any, threads: int, streams: int = 0, precision: str = "fp32") -> None:
         self.ov_model = ov_model
         self.core = core
         self.threads = threads
         self.streams = max(1, min(streams or 2, threads))
-        self.config = {"INFERENCE_PRECISION_HINT": "f32", "EXECUTION_MODE_HINT": "ACCURACY",
+        self.precision = precision
+        self.ran = precision  # what the compiled model computes in: bf16 asked can be fp32 on an older CPU
+        hint, mode = ("bf16", "PERFORMANCE") if precision == "bf16" else ("f32", "ACCURACY")
+        self.config = {"INFERENCE_PRECISION_HINT": hint, "EXECUTION_MODE_HINT": mode,
                        "NUM_STREAMS": self.streams, "INFERENCE_NUM_THREADS": threads}
         self._compiled: dict[int, list] = {}  # chunk size -> one infer request per stream
         self._lock = threading.Lock()  # the requests are shared: one batch at a time
         self.reason = ""
 
     def requests(self, chunk: int) -> list:
-        """The infer requests for `chunk` faces, compiling that shape on first use (fp32 checked)."""
+        """The infer requests for `chunk` faces, compiling that shape on first use (its precision checked)."""
         if chunk not in self._compiled:
             model = self.ov_model.clone()
             model.reshape({0: [chunk, 1, 80, 16], 1: [chunk, 6, 96, 96]})
             compiled = self.core.compile_model(model, "CPU", self.config)
             precision = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-            if "f32" not in precision and "float32" not in precision:
+            is_f32 = "f32" in precision or "float32" in precision
+            if self.precision == "fp32" and not is_f32:
                 raise RuntimeError(f"OpenVINO compiled the model in {precision}, not fp32")
+            if self.precision == "bf16":
+                if not is_f32 and "bf16" not in precision and "bfloat16" not in precision:
+                    raise RuntimeError(f"OpenVINO compiled the model in {precision}, not bf16 or fp32")
+                self.ran = "fp32" if is_f32 else "bf16"
             self._compiled[chunk] = [compiled.create_infer_request() for _ in range(self.streams)]
         return self._compiled[chunk]
 
@@ -308,10 +318,10 @@ def _self_check(backend: OpenVINOBackend, model: torch.nn.Module, chunk: int) ->
     return float(np.abs(backend(mels.numpy(), faces.numpy()) - ref).max())
 
 
-def load_openvino(network: LazyModel, warm_batch: int = 8,
-                  timings: dict[str, float] | None = None) -> OpenVINOBackend:
+def load_openvino(network: LazyModel, warm_batch: int = 8, timings: dict[str, float] | None = None,
+                  precision: str = "fp32") -> OpenVINOBackend:
     """OpenVINO for this network, from the disk cache (the PyTorch model is not loaded then) or converted now
-    (raises on any failure)."""
+    (raises on any failure). A fresh conversion is checked against PyTorch in fp32, whatever `precision`."""
     import openvino as ov
 
     timings = timings if timings is not None else {}
@@ -330,7 +340,7 @@ def load_openvino(network: LazyModel, warm_batch: int = 8,
     if folder is not None and (folder / IR_NAME).is_file():
         try:
             t = time.perf_counter()
-            backend = OpenVINOBackend(core.read_model(str(folder / IR_NAME)), core, threads)
+            backend = OpenVINOBackend(core.read_model(str(folder / IR_NAME)), core, threads, precision=precision)
             backend.requests(-(-warm_batch // backend.streams))
             timings["read_compile_s"] = time.perf_counter() - t
             state = "cached"
@@ -364,7 +374,11 @@ def load_openvino(network: LazyModel, warm_batch: int = 8,
             if folder is not None:
                 shutil.rmtree(folder, ignore_errors=True)
             raise RuntimeError(f"its output differs from PyTorch's by {err * 255:.1f} levels")
-    backend.reason = (f"OpenVINO {version} fp32, {backend.streams} streams x "
+        if precision != "fp32":
+            backend = OpenVINOBackend(ov_model, core, threads, precision=precision)
+            backend.requests(chunk)
+    arithmetic = backend.ran if backend.ran == precision else f"{backend.ran} (this CPU has no {precision} arithmetic)"
+    backend.reason = (f"OpenVINO {version} {arithmetic}, {backend.streams} streams x "
                       f"{max(1, threads // backend.streams)} thread{'s' if threads // backend.streams > 1 else ''}, "
                       f"{state}")
     return backend
@@ -386,15 +400,15 @@ def choose_backend(network: LazyModel | Any, device: str, precision: str = "fp32
         return pytorch("chosen with --backend pytorch")
     if str(device).split(":")[0] != "cpu":
         return pytorch(f"OpenVINO runs on a CPU only; {device} uses PyTorch" if choice == "openvino" else "")
-    if precision != "fp32":
+    if precision not in ("fp32", "bf16"):
         return pytorch(f"{precision} runs on PyTorch")
     try:
         import openvino  # noqa: F401
     except Exception as err:  # noqa: BLE001  (ImportError, or a broken native library)
-        return pytorch(f"OpenVINO not available ({_one_line(err)}); pip install openvino for about 1.5x the speed "
+        return pytorch(f"OpenVINO not available ({_one_line(err)}); pip install openvino for about 1.7x the speed "
                        "on a CPU")
     try:
-        return SafeBackend(load_openvino(network, warm_batch, timings), network, device, precision)
+        return SafeBackend(load_openvino(network, warm_batch, timings, precision), network, device, precision)
     except LipSyncError:
         raise  # the checkpoint itself is bad (missing, damaged, not Wav2Lip): the user's error, not OpenVINO's
     except Exception as err:  # noqa: BLE001

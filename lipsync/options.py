@@ -98,12 +98,13 @@ class Options:
                   "several are visible; that face is followed for the whole clip (blazeface detector). -1 -1: "
                   "the most prominent face", metavar=("X", "Y"))
     precision: str = setting("fp32", "the model's arithmetic: fp32 gives the official numbers; fp16 (GPU) and "
-                                     "bf16 (GPU, recent CPUs) are faster with small differences in the mouth",
+                                     "bf16 are faster with small differences in the mouth (on a CPU bf16 runs on OpenVINO: "
+                                     "about 2x its fp32 where the CPU has bf16 arithmetic, fp32 elsewhere)",
                              choices=PRECISIONS)
-    backend: str = setting("auto", "library that runs the model on a CPU in fp32: 'openvino' (about 1.5x faster; "
+    backend: str = setting("auto", "library that runs the model on a CPU: 'openvino' (about 1.7x faster in fp32; "
                                    "converted once and cached under ~/.cache/lipsync/models or "
                                    "$LIPSYNC_MODEL_CACHE), 'pytorch', or 'auto' (OpenVINO when installed). GPUs and "
-                                   "bf16 always use PyTorch; if OpenVINO fails, PyTorch takes over",
+                                   "fp16 always use PyTorch; if OpenVINO fails, PyTorch takes over",
                            choices=BACKENDS)
     det_max_side: int = setting(0, "run S3FD on frames shrunk to this longer side, boxes mapped back (0: full "
                                    "resolution, as the original); e.g. 640 makes detection of 1080p several "

@@ -45,8 +45,8 @@ class ModelRunner:
     """Runs the Wav2Lip network over batches of (96x96 face crop, mel window) on one device.
 
     fp32 reproduces the official numbers; fp16/bf16 run the convolutions in half
-    precision (autocast) for speed, at the cost of small differences in the mouth
-    (bench/RESULTS.md gives the measured size). A batch that runs out of GPU memory is
+    precision for speed (PyTorch's autocast; OpenVINO's bf16 on a CPU), at the cost of
+    small differences in the mouth (bench/RESULTS.md gives the measured size). A batch that runs out of GPU memory is
     retried in halves, as the official code does for detection. On a CPU in fp32 the
     network runs on OpenVINO when it is installed (`backend`: auto, openvino or pytorch;
     lipsync.backends), converted once per checkpoint and cached on disk.

@@ -158,10 +158,20 @@ def test_failures_fall_back_to_pytorch(checkpoint, real_inputs, monkeypatch):
     assert runner.backend.name == "pytorch" and "failed at inference" in runner.backend_label
 
 
+def test_bf16_on_a_cpu_runs_on_openvino_and_says_what_it_computed_in(checkpoint, real_inputs):
+    crops, mels = real_inputs
+    model = load_model(str(checkpoint))
+    half = ModelRunner(model, "cpu", precision="bf16")
+    assert half.backend.name == "openvino", half.backend_label
+    label = half.backend_label
+    assert "bf16," in label or "fp32 (this CPU has no bf16 arithmetic)" in label, label
+    diff = np.abs(half(crops, mels).astype(int) - ModelRunner(model, "cpu")(crops, mels))
+    assert diff.max() <= 8 and diff.mean() < 0.5, (diff.max(), diff.mean())
+
+
 def test_pytorch_is_forced_or_kept_where_openvino_does_not_apply(checkpoint):
     model = load_model(str(checkpoint))
     assert ModelRunner(model, "cpu", backend="pytorch").backend_label == "pytorch (chosen with --backend pytorch)"
-    assert ModelRunner(model, "cpu", precision="bf16").backend.name == "pytorch"  # bf16 stays on PyTorch
     assert backends.choose_backend(model, "cuda").name == "pytorch"  # CUDA and MPS: PyTorch, always
     assert backends.choose_backend(model, "mps", choice="openvino").name == "pytorch"
     assert Options(backend="pytorch").backend == "pytorch" and Options().backend == "auto"
