@@ -119,6 +119,10 @@ def main() -> None:
     t = time.perf_counter()
     backends.load_openvino(LazyModel.of(model), args.batch, timings)
     oneoff["openvino fp32"] += f"; cached start {time.perf_counter() - t:.2f} s"
+    t = time.perf_counter()
+    runners["openvino bf16 (--precision bf16)"] = ModelRunner(model, "cpu", precision="bf16", backend="openvino")
+    oneoff["openvino bf16 (--precision bf16)"] = (f"compile {time.perf_counter() - t:.1f} s; "
+                                                 f"{runners['openvino bf16 (--precision bf16)'].backend_label}")
     try:
         t = time.perf_counter()
         ort_run = onnxruntime_runner(model, args.batch, work)
