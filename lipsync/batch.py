@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import sys
 import tempfile
 import time
@@ -64,6 +65,40 @@ ProgressFn = Callable[["JobResult", int, int], None]  # (a finished job, jobs fi
 
 class ManifestError(LipSyncError):
     """The manifest or the jobs it describes cannot be run; found before any job starts (exit status 2)."""
+
+
+class _InterruptFlag:
+    """Ctrl-C remembered as well as raised: Python drops a KeyboardInterrupt that lands in a garbage-collection
+    callback ("Exception ignored in ..."), and short jobs make that likely; the batch then stops after the job
+    that swallowed it, instead of running on. Only in the main thread, where signal handlers live."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self.previous = None
+        self.previous_hook = sys.unraisablehook
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
+            sys.unraisablehook = self._unraisable
+
+    def _unraisable(self, info) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt) and self.hit:
+            return  # remembered above: no "Exception ignored" traceback for the user
+        self.previous_hook(info)
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.hit = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            sys.unraisablehook = self.previous_hook
+            self.previous = None
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -719,10 +754,13 @@ def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = Non
             else:
                 report.workers = min(count, len(todo))
                 stream = _run_in_processes(todo, engine_options, report.workers)
+            stop = _InterruptFlag()
             try:
                 for result in stream:
                     record(result)
+                    stop.check()
             finally:
+                stop.restore()
                 stream.close()  # at once, not when collected: stops the jobs in flight and the workers
     except KeyboardInterrupt:
         report.interrupted = True
