@@ -35,7 +35,8 @@ import torch  # noqa: E402
 
 from lipsync import audio, backends  # noqa: E402
 from lipsync.model import IMG_SIZE, load_model  # noqa: E402
-from lipsync.runner import LazyModel, ModelRunner  # noqa: E402
+from lipsync.backends import LazyModel  # noqa: E402
+from lipsync.runner import ModelRunner  # noqa: E402
 
 from hostpeak import fp32_peak, gflop_per_face  # noqa: E402
 

@@ -11,8 +11,9 @@ cache needs neither the PyTorch model nor torch itself (1.3 s of a CPU job's sta
   AMX or AVX512-BF16 is bf16) and EXECUTION_MODE_HINT=ACCURACY, checked on every compiled
   model. `--precision bf16` on a CPU asks OpenVINO for bf16 instead (about 2x its fp32 on
   an AVX512-BF16 CPU, where PyTorch's bf16 is slower than its fp32); a CPU without bf16
-  arithmetic runs fp32 and the stats say so. Two streams, each batch split across them as async requests; one static shape
-  per chunk size, compiled on first use (a shorter last chunk is padded, not recompiled).
+  arithmetic runs fp32 and the stats say so. Two streams, each batch split across them as
+  async requests; one static shape per chunk size, compiled on first use (a shorter last
+  chunk is padded, not recompiled).
 - The converted model is a cache on disk (LIPSYNC_MODEL_CACHE, default
   ~/.cache/lipsync/models), keyed by the checkpoint's SHA256, the OpenVINO version and
   FORMAT, written atomically, converted again when missing or damaged.

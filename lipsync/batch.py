@@ -41,9 +41,9 @@ import json
 import logging
 import os
 import signal
-import threading
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait

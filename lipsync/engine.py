@@ -22,7 +22,6 @@ from .pipeline import ProgressCallback, run
 from .preview import FacePreview, make_preview, scan_faces
 from .probe import probe_media
 from .results import SyncResult
-from .runner import LazyModel
 from .video import display_copy as _display_copy
 from .weights import find_s3fd, resolve_checkpoint
 
@@ -38,7 +37,7 @@ class LipSync:
         self.checkpoint_path = resolve_checkpoint(checkpoint, download=allow_download)
         warming = threading.Thread(target=audio.warm_up, name="lipsync-audio-warm-up", daemon=True)
         warming.start()  # builds the mel basis (numpy only now, milliseconds) while the model loads
-        self.network = LazyModel(self.checkpoint_path, self.device)
+        self.network = backends.LazyModel(self.checkpoint_path, self.device)
         # The default backend is made ready now, once per engine: on a CPU, OpenVINO read from its cache and compiled
         # (the PyTorch model is then not loaded, torch not even imported) or converted from the checkpoint; elsewhere
         # the PyTorch model loaded. Not on a background thread: a process that ends while OpenVINO compiles (a job

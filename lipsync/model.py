@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from .errors import LipSyncError
-from .geometry import IMG_SIZE  # noqa: F401  (re-exported: the crop side belongs with the network)
-
+from .geometry import IMG_SIZE  # noqa: F401  (re-exported: callers import it from here too)
 
 
 class ConvBlock(nn.Module):

@@ -23,6 +23,7 @@ import numpy as np
 from . import audio as audio_mod
 from . import limits
 from . import pauses
+from .backends import LazyModel
 from .blend import paste
 from .concurrency import QUEUE_FRAMES, prefetch
 from .devices import model_batch
@@ -31,7 +32,7 @@ from .geometry import IMG_SIZE, Box
 from .options import Options
 from .probe import probe_media
 from .results import SyncResult
-from .runner import LazyModel, ModelRunner
+from .runner import ModelRunner
 from .source import FaceSource
 from .timings import StageTimes
 from .track import FaceDetection

@@ -18,8 +18,6 @@ from .geometry import IMG_SIZE
 if TYPE_CHECKING:
     from .model import Wav2Lip
 
-__all__ = ["LazyModel", "ModelRunner", "network_input", "network_output"]
-
 
 def network_input(crops: np.ndarray) -> np.ndarray:
     """(B, 96, 96, 3) uint8 crops -> the network's (B, 6, 96, 96) float32 input in [0, 1].
@@ -46,10 +44,11 @@ class ModelRunner:
 
     fp32 reproduces the official numbers; fp16/bf16 run the convolutions in half
     precision for speed (PyTorch's autocast; OpenVINO's bf16 on a CPU), at the cost of
-    small differences in the mouth (bench/RESULTS.md gives the measured size). A batch that runs out of GPU memory is
-    retried in halves, as the official code does for detection. On a CPU in fp32 the
-    network runs on OpenVINO when it is installed (`backend`: auto, openvino or pytorch;
-    lipsync.backends), converted once per checkpoint and cached on disk.
+    small differences in the mouth (bench/RESULTS.md gives the measured size). A batch
+    that runs out of GPU memory is retried in halves, as the official code does for
+    detection. On a CPU in fp32 the network runs on OpenVINO when it is installed
+    (`backend`: auto, openvino or pytorch; lipsync.backends), converted once per
+    checkpoint and cached on disk.
     """
 
     def __init__(self, model: Wav2Lip | LazyModel, device: str, precision: str = "fp32",
@@ -58,7 +57,6 @@ class ModelRunner:
             raise LipSyncError("fp16 runs on a GPU only. Use --precision fp32, or bf16 on a recent CPU.")
         self.network = LazyModel.of(model, str(device))
         self.device = str(device)
-        self.precision = precision
         self.max_batch: int | None = None  # lowered after an out-of-memory error, for the rest of this job
         self.backend = backend_for(self.network, self.device, precision, backend)
 

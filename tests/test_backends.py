@@ -14,9 +14,10 @@ import pytest
 
 import media
 from lipsync import Options, audio, backends
+from lipsync.backends import LazyModel
 from lipsync.errors import LipSyncError
 from lipsync.model import IMG_SIZE, load_model
-from lipsync.runner import LazyModel, ModelRunner
+from lipsync.runner import ModelRunner
 
 pytest.importorskip("openvino")
 ROOT = Path(__file__).resolve().parents[1]
