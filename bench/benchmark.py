@@ -167,14 +167,15 @@ def child_run(args: argparse.Namespace) -> None:
 
     engine = LipSync(args.checkpoint, device=args.device, allow_download=False)
     box = tuple(args.box) if args.box else (-1, -1, -1, -1)
-    if engine.device.startswith("cuda"):
+    on_cuda = engine.device.startswith("cuda")
+    if on_cuda:
         import torch
 
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
     result = engine.sync(args.face, args.audio, args.outfile, Options(box=box, detector=args.detector))
     wall = time.perf_counter() - start
-    gpu = sys.modules["torch"].cuda.max_memory_allocated() / 2**20 if engine.device.startswith("cuda") else None
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None
     print("RESULT " + json.dumps({"frames": result.frames, "wall": wall, "seconds": result.seconds,
                                   "peak_rss_mb": peak_rss_mb(),
                                   "peak_gpu_mb": gpu, "detector": result.detector, "device": result.device}))
