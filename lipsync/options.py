@@ -52,6 +52,8 @@ def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, 
     an Options is made, so a server or a test can set it late. `flag` is the CLI spelling
     when it is not `--<name>`.
     """
+    if not help.strip():
+        raise ValueError("every setting needs a help text: the CLI, the app and the API description show it")
     meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag, "env": env, "cli": cli}
     if env is not None:
         return field(default_factory=lambda: env_number(env, default), metadata=meta)

@@ -37,6 +37,7 @@ def test_app_builds_with_named_endpoint(app_module):
     assert any(dep.get("api_name") == "lipsync" for dep in config["dependencies"])
 
 
+@pytest.mark.slow
 def test_handler_runs_end_to_end_on_a_photo(app_module):
     original, result, download, stats, timeline = call_handler(app_module, face=str(EXAMPLES / "astronaut.jpg"),
                                                                audio=str(EXAMPLES / "speech.wav"))
@@ -80,6 +81,7 @@ def server(checkpoint, tmp_path_factory):
         yield url
 
 
+@pytest.mark.slow
 def test_http_api_with_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
 
@@ -97,6 +99,7 @@ def test_http_api_with_gradio_client(server, tmp_path):
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"), reason="Debian's chromium is not installed")
 def test_browser_upload_click_and_watch(server):
     from playwright.sync_api import sync_playwright
@@ -123,6 +126,7 @@ def test_browser_upload_click_and_watch(server):
     assert (ARTIFACTS / "app_result.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_five_clients_at_once_all_answered_and_a_bad_one_hurts_no_other(server, tmp_path):
     """Jobs queue behind the concurrency limit; a failing request does not disturb the others."""
     import threading
@@ -165,6 +169,7 @@ def _rss_mb() -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
+@pytest.mark.slow
 def test_memory_returns_to_its_baseline_after_each_job(app_module):
     face, audio = str(EXAMPLES / "astronaut.mp4"), str(EXAMPLES / "speech.wav")
     call_handler(app_module, face=face, audio=audio)  # the first job loads the model and warms the caches

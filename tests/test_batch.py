@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +138,7 @@ def test_bad_manifest_is_refused_before_any_job(case, expected, clips, tmp_path,
 # ------------------------------------------------------------------------------------------ local
 
 
+@pytest.mark.slow
 def test_local_batch_mixed_rerun_and_force(checkpoint, clips, capsys):
     manifest = write_csv(clips / "mixed.csv", GOOD + BAD)
     args = [str(manifest), "--detector", "haar", "--device", "cpu", "--checkpoint_path", str(checkpoint)]
@@ -203,6 +203,7 @@ def test_api_and_ctrl_c_report(checkpoint, clips, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.mp4"]
 
 
+@pytest.mark.slow
 def test_cli_dispatch_and_sigint(checkpoint, clips, tmp_path):
     """`python -m lipsync batch`: SIGINT during the batch exits 130 with the report written and no partial file."""
     rows = [dict(GOOD[i % 2], output=str(tmp_path / "out" / f"{i}.mp4"),
@@ -217,8 +218,7 @@ def test_cli_dispatch_and_sigint(checkpoint, clips, tmp_path):
         lines.append(line)
         if " done " in line:
             break
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # lands in the second job (or between jobs): both must stop the batch cleanly
     rest = proc.stderr.read()
     assert proc.wait(timeout=60) == 130, "".join(lines) + rest
     assert "Stopped" in rest and "Traceback" not in rest
@@ -241,6 +241,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_batch_mixed(local_ray, checkpoint, clips, tmp_path):
     rows = [dict(r, output=str(tmp_path / Path(r["output"]).name)) for r in GOOD + BAD]
     report = run_batch(rows, ray=True, base=clips, defaults={"detector": "haar"}, checkpoint=str(checkpoint),
@@ -258,6 +259,7 @@ def test_ray_batch_mixed(local_ray, checkpoint, clips, tmp_path):
     assert [j.status for j in again.jobs] == ["skipped", "skipped"] and again.ok
 
 
+@pytest.mark.slow
 def test_ray_plan_requests_gpus_when_the_cluster_has_them():
     class FakeRay:
         def __init__(self, resources, nodes):

@@ -30,6 +30,7 @@ def test_help_explains_every_flag():
         assert flag in proc.stdout
 
 
+@pytest.mark.slow
 def test_video_to_synced_mp4(checkpoint, face_video, speech, tmp_path):
     out = tmp_path / "my result; 'quoted' $(x).mp4"
     proc = run_cli("--face", str(face_video), "--audio", str(speech), "--outfile", str(out),
@@ -136,11 +137,14 @@ def test_readme_flag_table_lists_every_flag_the_cli_takes():
     assert documented == flags, (sorted(flags - documented), sorted(documented - flags))
 
 
-def test_every_setting_has_one_declaration_with_help():
+def test_every_setting_is_declared_through_setting():
+    """A plain dataclass field would get no flag, no help and no app control: each must come from setting()."""
     from dataclasses import fields
 
-    from lipsync.options import EngineOptions, Options
+    from lipsync.options import EngineOptions, Options, setting
 
     for cls in (Options, EngineOptions):
         for f in fields(cls):
-            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+            assert "help" in f.metadata, f"{cls.__name__}.{f.name} is not declared with setting(...)"
+    with pytest.raises(ValueError):
+        setting(1, " ")

@@ -255,6 +255,7 @@ def test_cli_refuses_an_output_that_is_a_folder(corpus, tmp_path, capsys):
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ACCEPTED, ids=[c.name for c in ACCEPTED])
 def test_cli_handles_awkward_input(case, corpus, tmp_path, capsys):
     code, err, outfile = _run_cli(case, corpus, tmp_path, capsys)
@@ -305,6 +306,7 @@ def test_app_refuses_with_one_clear_sentence(case, app, corpus, tmp_path, monkey
     assert not corpus["payload marker"].exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ACCEPTED, ids=[c.name for c in ACCEPTED])
 def test_app_handles_awkward_input(case, app, corpus, tmp_path, monkeypatch):
     original, result, download, stats, _ = _run_app(app, case, corpus, tmp_path, monkeypatch)

@@ -20,7 +20,8 @@ def _compare(ours: list[np.ndarray], reference: list[np.ndarray]) -> None:
         assert diff.max() <= 2 and diff.mean() < 0.05, (diff.max(), diff.mean())
 
 
-@pytest.mark.parametrize("fps", ["25", "30", "30000/1001"])
+@pytest.mark.parametrize("fps", ["25", pytest.param("30", marks=pytest.mark.slow),
+                                 pytest.param("30000/1001", marks=pytest.mark.slow)])
 def test_fixed_box_matches_official(engine, data_dir, tmp_path, captured, fps):
     face = media.make_face_video(tmp_path / "face.mp4", seconds=1.0, fps=fps)
     audio = media.write_wav(tmp_path / "a.wav", media.speech_samples(1.37, seed=3))
@@ -31,6 +32,7 @@ def test_fixed_box_matches_official(engine, data_dir, tmp_path, captured, fps):
     assert result.frames == len(reference)
 
 
+@pytest.mark.slow
 def test_detected_boxes_loop_when_audio_is_longer(engine, face_video, tmp_path, captured):
     """Audio (2.6 s) longer than the video (1.2 s): frames loop, boxes are padded and smoothed as the original."""
     haar = HaarDetector()
@@ -50,6 +52,7 @@ def test_photo_matches_official(engine, face_photo, speech, tmp_path, captured):
     _compare(captured, reference)
 
 
+@pytest.mark.slow
 def test_resize_crop_rotate_match_official(engine, speech, tmp_path, captured):
     """A sideways clip turned upright by --rotate, halved by --resize_factor and cropped by --crop."""
     import cv2

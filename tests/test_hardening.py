@@ -95,6 +95,7 @@ def attacks(tmp_path_factory) -> dict[str, Path]:
     return files
 
 
+@pytest.mark.slow
 def test_a_png_that_declares_30000_pixels_a_side_is_refused_from_its_header(attacks, checkpoint, tmp_path):
     assert attacks["huge png"].stat().st_size < 200_000
     code, err, seconds, peak = run_cli("--face", str(attacks["huge png"]), "--audio", str(attacks["speech"]),
@@ -105,6 +106,7 @@ def test_a_png_that_declares_30000_pixels_a_side_is_refused_from_its_header(atta
     assert not (tmp_path / "out.mp4").exists()
 
 
+@pytest.mark.slow
 def test_hours_of_opus_in_a_few_mb_are_refused_before_decoding(attacks, checkpoint, tmp_path):
     assert attacks["long opus"].stat().st_size < 10_000_000
     code, err, seconds, peak = run_cli("--face", str(EXAMPLES / "astronaut.jpg"), "--audio", str(attacks["long opus"]),
@@ -114,6 +116,7 @@ def test_hours_of_opus_in_a_few_mb_are_refused_before_decoding(attacks, checkpoi
     assert seconds < 60 and peak < 1500
 
 
+@pytest.mark.slow
 def test_a_lying_duration_is_still_cut_at_the_limit(attacks):
     """The decode itself stops just past the limit (`-t`), whatever the header said."""
     from lipsync import audio
@@ -164,6 +167,7 @@ def test_frame_rate_over_the_limit_is_refused(attacks, engine, tmp_path):
         engine.sync(str(attacks["240 fps"]), str(attacks["speech"]), str(tmp_path / "o.mp4"), Options(detector="haar"))
 
 
+@pytest.mark.slow
 def test_a_one_frame_video_is_decoded_once_however_long_the_audio(attacks, engine, tmp_path, monkeypatch):
     from lipsync import Options, source
 

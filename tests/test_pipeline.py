@@ -19,6 +19,7 @@ def empty_cache(monkeypatch, tmp_path):
     return tmp_path / "detections"
 
 
+@pytest.mark.slow
 def test_second_run_reuses_detections(engine, face_video, speech, tmp_path, empty_cache):
     first = engine.sync(str(face_video), str(speech), str(tmp_path / "a.mp4"), Options(detector="haar"))
     second = engine.sync(str(face_video), str(speech), str(tmp_path / "b.mp4"),
@@ -29,6 +30,7 @@ def test_second_run_reuses_detections(engine, face_video, speech, tmp_path, empt
     assert len(list(empty_cache.glob("*.json"))) == 1
 
 
+@pytest.mark.slow
 def test_other_detection_settings_do_not_hit_the_cache(engine, face_video, speech, tmp_path, empty_cache):
     engine.sync(str(face_video), str(speech), str(tmp_path / "a.mp4"), Options(detector="haar"))
     resized = engine.sync(str(face_video), str(speech), str(tmp_path / "b.mp4"), Options(detector="haar",
@@ -61,8 +63,11 @@ def test_prefetch_stops_its_thread_when_abandoned():
     stream = prefetch(endless(), 2)
     next(stream)
     stream.close()
-    time.sleep(0.2)
-    assert closed.is_set() and threading.active_count() <= before
+    assert closed.wait(timeout=10)
+    deadline = time.monotonic() + 10  # the reader thread exits once it sees the stream closed
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() <= before
 
 
 def test_batches_are_capped_by_the_frame_memory_budget():

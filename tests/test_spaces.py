@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 STAND_INS = Path(__file__).resolve().parent / "stand_ins"
 
+pytestmark = pytest.mark.slow  # each test starts the app in a child process or a server
+
 ZERO_GPU_SCRIPT = """
 import json, sys
 import app, spaces
