@@ -18,7 +18,18 @@ from .files import sha256_file
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(os.environ.get("LIPSYNC_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
+
+def default_weights_dir(package_dir: Path = Path(__file__).resolve().parent) -> Path:
+    """weights/ beside the package in a source checkout (where run.sh, the Space and the README put them);
+    ~/.cache/lipsync/weights for an installed package, whose parent folder is site-packages: no place for
+    436 MB of downloads, and often not writable."""
+    checkout = package_dir.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "weights"
+    return Path.home() / ".cache" / "lipsync" / "weights"
+
+
+WEIGHTS_DIR = Path(os.environ.get("LIPSYNC_WEIGHTS_DIR") or default_weights_dir())
 CHECKPOINT_ENV = "LIPSYNC_CHECKPOINT"
 
 

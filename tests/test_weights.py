@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,13 @@ def test_good_download_lands_in_weights(monkeypatch, tmp_path):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
     assert weights.download_file(pinned) == tmp_path / "tiny.pth"
     assert (tmp_path / "tiny.pth").read_bytes() == payload
+
+
+def test_weights_folder_of_a_checkout_and_of_an_installed_package(tmp_path):
+    checkout = tmp_path / "repo"
+    (checkout / "lipsync").mkdir(parents=True)
+    (checkout / "pyproject.toml").write_text("[project]\n")
+    assert weights.default_weights_dir(checkout / "lipsync") == checkout / "weights"
+    site = tmp_path / "site-packages"  # an installed package: never a weights/ folder in site-packages
+    (site / "lipsync").mkdir(parents=True)
+    assert weights.default_weights_dir(site / "lipsync") == Path.home() / ".cache" / "lipsync" / "weights"
