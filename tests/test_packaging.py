@@ -79,6 +79,7 @@ def test_wheel_carries_the_licence_notes_and_the_command(wheel):
     assert "lipsync = lipsync.__main__:console_main" in meta["entry_points.txt"]
 
 
+@pytest.mark.slow  # installs the wheel and runs two child processes
 def test_lipsync_command_runs_from_the_installed_wheel(wheel, tmp_path):
     """Installed with --no-deps into a folder of its own (its dependencies are this environment's), run from
     elsewhere so the checkout's package cannot be the one imported."""
