@@ -62,10 +62,10 @@ def text_of(c) -> str:
 def execute(work: Path, monkeypatch, uploads: list[list[Path]], checkpoint: Path | None = None,
             extra_cells: tuple[str, ...] = (), skip_install: bool = True, project: Path = ROOT):
     """Run the notebook top to bottom as Run all does (it stops at the first error); (notebook, error or None)."""
+    nb = nbformat().read(NOTEBOOK, as_version=4)  # first: says what to install when nbclient is missing
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    nb = nbformat().read(NOTEBOOK, as_version=4)
     for source in extra_cells:
         nb.cells.append(nbformat().v4.new_code_cell(source))
     work.mkdir(parents=True, exist_ok=True)
