@@ -137,9 +137,9 @@ def _centre_in(box, target) -> bool:
 
 
 def detectors() -> dict:
-    from lipsync.blazeface import BlazeFaceDetector
+    from lipsync.follow import BlazeFaceTracker
 
-    return {"blazeface": BlazeFaceDetector(), "haar": HaarDetector()}
+    return {"blazeface": BlazeFaceTracker(), "haar": HaarDetector()}
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """Fit the map from a cheap detector's box to where S3FD puts its box, on the calibration clip.
 
 The target: the official Wav2Lip paste boxes of ../shared/calibration (S3FD, pads 0 10 0 0,
-5-frame smoothing) minus the pads. The map (lipsync.faces.BoxMap) puts each edge at the raw
+5-frame smoothing) minus the pads. The map (lipsync.boxmap.BoxMap) puts each edge at the raw
 box's centre + a coefficient x its size; the official smoothing is linear, so the fit is a
 least-squares fit of smoothed centres and sizes against the smoothed official boxes, one
 coefficient per edge: a = sum((t - S c) S s) / sum((S s)^2). The constants in
-lipsync/blazeface.py (BOX_MAP) and lipsync/faces.py (HAAR_MAP) come from here.
+lipsync/follow.py (BOX_MAP) and lipsync/faces.py (HAAR_MAP) come from here.
 
     .venv/bin/python bench/fit_box_map.py [--detector blazeface|haar]
 
@@ -29,6 +29,7 @@ CALIBRATION = ROOT.parent / "shared" / "calibration"
 PADS = (0, 10, 0, 0)  # the official default, with which the official boxes were made
 
 from lipsync.boxmap import IDENTITY_MAP, BoxMap  # noqa: E402
+from lipsync.detection import ClipDetection  # noqa: E402
 from media import read_all_frames  # noqa: E402
 from lipsync.faces import HaarDetector  # noqa: E402
 from lipsync.geometry import Box  # noqa: E402
@@ -60,21 +61,15 @@ def raw_detector(name: str):
         detector = HaarDetector()
         detector.BOX_MAP = IDENTITY_MAP
         return detector
-    from lipsync.blazeface import BlazeFaceDetector
+    from lipsync.follow import BlazeFaceTracker
 
-    return BlazeFaceDetector(IDENTITY_MAP)
+    return BlazeFaceTracker(IDENTITY_MAP)
 
 
 def raw_boxes(detector, frames: Sequence[np.ndarray]) -> list[Raw]:
-    """Detections of a whole clip through one per-clip state, as the face track feeds them."""
-    state = detector.new_state() if hasattr(detector, "new_state") else None
-    out: list[Raw] = []
-    for start in range(0, len(frames), 8):
-        batch = frames[start:start + 8]
-        found = detector.detect(batch, state=state) if state is not None else detector.detect(
-            batch, next((b for b in reversed(out) if b is not None), None))
-        out += found
-    return out
+    """Detections of a whole clip in batches of 8 through one ClipDetection, as the face track feeds them."""
+    clip = ClipDetection(detector)
+    return [box for start in range(0, len(frames), 8) for box in clip(frames[start:start + 8])]
 
 
 def _smooth_float(a: np.ndarray, window: int = 5) -> np.ndarray:

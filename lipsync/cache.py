@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .detection import Detection
 from .files import sha256_file
 from .geometry import Box
-
-Detection = Optional[Box]
 
 CACHE_DIR = Path(os.environ.get("LIPSYNC_CACHE_DIR", Path.home() / ".cache" / "lipsync" / "detections"))
 FORMAT_VERSION = 2

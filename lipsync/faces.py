@@ -1,57 +1,38 @@
-"""Face detectors behind one interface, then the official padding and temporal smoothing.
+"""The stateless face detectors (S3FD, Haar), and the factory that picks a detector for a job.
 
-Three detectors:
+Three detectors (the two kinds are in lipsync.detection):
 - 's3fd': S3FD through face-alignment, the detector Wav2Lip was trained with. Its
   weights (90 MB) are downloaded on first use, so it cannot run fully offline.
-- 'blazeface': MediaPipe's BlazeFace with a face tracker (lipsync.blazeface), models
-  inside the mediapipe wheel: 2-8 ms per 720p frame on 2 CPU cores, finds turned,
+- 'blazeface': MediaPipe's BlazeFace (models bundled, run by OpenVINO) with a face
+  tracker (lipsync.follow): a few ms per 720p frame on 2 CPU cores, finds turned,
   covered and small faces, and follows one person.
 - 'haar': OpenCV's frontal-face Haar cascade (model inside the opencv wheels): no extra
   dependency, but it misses turned, covered and small faces.
 'auto' picks S3FD on a GPU when its weights are present or can be fetched; on a CPU
 (where S3FD costs seconds per frame: about 290 GMAC for a 720p frame) BlazeFace, or
-Haar when mediapipe is not installed.
+Haar when OpenVINO is not installed.
 
 The cheap detectors' boxes are not S3FD's: each is mapped to where S3FD puts its box by
 a `BoxMap` fitted on the calibration clip (bench/fit_box_map.py), so Wav2Lip gets the
-crops it was trained on.
-
-A detection is a `Box` in frame pixels, or None when a frame has no face. Padding,
-smoothing and gaps are the face track's business (lipsync.track).
+crops it was trained on. Padding, smoothing and gaps are the face track's business
+(lipsync.track).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Protocol, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from .concurrency import BuildOnce
+from .detection import AnyDetector, Detection, FaceDetector
 from .devices import map_batches
 from .errors import LipSyncError
 from .boxmap import BoxMap
 from .geometry import Box
 from .options import DETECTORS
-
-Detection = Optional[Box]
-
-
-class FaceDetector(Protocol):
-    name: str
-    batch_size: int  # frames it is best given per call (more only costs memory)
-
-    def detect(self, frames: Sequence[np.ndarray], previous: Detection = None) -> list[Detection]:
-        """One detection (the most confident face) per BGR frame.
-
-        `frames` are consecutive frames of one clip and `previous` is the last face found
-        before them: a detector may search near it first. Detectors keep no state
-        between calls, so one instance serves concurrent jobs. A detector that tracks
-        (BlazeFace) also offers `new_state(point)` and takes `state=` in `detect`: a
-        per-clip object the caller creates and hands back with every batch.
-        """
-
 
 # Haar's cascade box covers brows to mouth and is wider than S3FD's; fitted by bench/fit_box_map.py --detector haar
 # on the calibration clip: final boxes (map, pads 0 10 0 0, smoothing) IoU 0.922 vs the official ones, where the
@@ -59,12 +40,7 @@ class FaceDetector(Protocol):
 HAAR_MAP = BoxMap(-0.3583, 0.3905, -0.4272, 0.5280)
 
 
-def supports_point(detector: Any) -> bool:
-    """Whether `detector` can follow a chosen face (`new_state(point)` and `detect(..., state=)`)."""
-    return callable(getattr(detector, "new_state", None))
-
-
-class S3FDDetector:
+class S3FDDetector(FaceDetector):
     """S3FD from face-alignment, fed BGR frames in batches like the official code.
 
     face-alignment flips the channels it is given before subtracting its means; the
@@ -107,7 +83,7 @@ class S3FDDetector:
         return [d for chunk in chunks for d in chunk]
 
 
-class HaarDetector:
+class HaarDetector(FaceDetector):
     """OpenCV's Haar cascade on a downscaled, equalised grey frame.
 
     A Haar box covers brows to mouth and is wider than S3FD's (which reaches the chin);
@@ -121,6 +97,11 @@ class HaarDetector:
     a looser threshold (false positives have little room there): a quarter of the cost,
     and far fewer lost frames (8 instead of 25 of 250 on the benchmark clip). The last
     face found stays the anchor for FOLLOW_FRAMES frames; then the whole frame is scanned.
+
+    It is still a stateless detector, not a tracker: the anchor lives for one call only,
+    starting from the caller's hint (`previous`, the last face found before the batch).
+    It cannot follow a chosen face among several, or know a face it lost: that is what
+    a `FaceTracker` is for.
     """
 
     name = "haar"
@@ -190,7 +171,7 @@ class HaarDetector:
 class DetectorChoice:
     """The detector a job uses and why it was chosen (shown in the stats)."""
 
-    detector: FaceDetector
+    detector: AnyDetector
     reason: str
 
     @property
@@ -226,19 +207,20 @@ def make_detector(name: str, device: str, batch_size: int = 16, allow_download: 
 
 
 def _blazeface(required: bool):
-    """A BlazeFaceDetector, or (when not `required`) why there is none, as a phrase for the stats."""
+    """A BlazeFaceTracker, or (when not `required`) why there is none, as a phrase for the stats."""
     try:
-        from .blazeface import BlazeFaceDetector
+        from .follow import BlazeFaceTracker
 
-        return BlazeFaceDetector()
-    except Exception as err:  # not installed, or broken by a mismatched protobuf or OpenCV: the same remedy
+        return BlazeFaceTracker()
+    except LipSyncError:  # a damaged model file: its own sentence says what to do
+        raise
+    except Exception as err:  # OpenVINO not installed, or unable to load the model here
         missing = isinstance(err, ImportError)
         if required:
-            raise LipSyncError(f"The BlazeFace detector needs mediapipe 0.10.14, which is "
+            raise LipSyncError(f"The BlazeFace detector needs OpenVINO, which is "
                                f"{'not installed' if missing else 'broken here'} ({type(err).__name__}: {err}). "
-                               "Install the pinned requirements (pip install -r requirements.txt), or use "
-                               "--detector haar.") from None
-        return (f"mediapipe is {'not installed' if missing else f'unusable ({type(err).__name__})'}, so OpenCV's "
+                               "Install it (pip install openvino), or use --detector haar.") from None
+        return (f"OpenVINO is {'not installed' if missing else f'unusable ({type(err).__name__})'}, so OpenCV's "
                 "Haar cascade is used")
 
 
@@ -249,6 +231,7 @@ def get_detector(name: str, device: str, batch_size: int = 16, allow_download: b
                  det_max_side: int = 0) -> DetectorChoice:
     """The detector for these settings, built once per process and shared by jobs and the preview.
 
-    Detectors keep no per-clip state, so one instance serves concurrent jobs.
+    Detectors and trackers keep no per-clip state (a tracker's is the caller's), so one instance serves
+    concurrent jobs.
     """
     return _shared.get(name, device, batch_size, allow_download, det_max_side)

@@ -1,6 +1,10 @@
 """One rectangle type for the whole package: `Box`, corners in frame pixels, end-exclusive.
 
-Detectors, crops, pads, the preview and the blend all speak `Box`. The official
+Detectors, trackers, crops, pads, the preview and the blend all speak `Box`. Its corners
+are integers once a box leaves a detector (`Box.of` truncates, as the official code
+does): crops, pads and slices need whole pixels. Inside a detector or tracker a box
+keeps its fractions (BlazeFace's boxes, optical flow's shifts), so that rounding
+happens once, at the end. The official
 Wav2Lip order (top, bottom, left, right) appears only at the edges, the CLI flags and
 the app's controls, through `Box.from_tblr` and `Box.tblr`.
 """
@@ -13,10 +17,10 @@ IMG_SIZE = 96  # the side of the generator's square face crops, in and out
 
 
 class Box(NamedTuple):
-    x1: int
-    y1: int
-    x2: int
-    y2: int
+    x1: float  # int once truncated by Box.of
+    y1: float
+    x2: float
+    y2: float
 
     @classmethod
     def from_tblr(cls, top: int, bottom: int, left: int, right: int) -> "Box":
@@ -33,19 +37,24 @@ class Box(NamedTuple):
         return self.y1, self.y2, self.x1, self.x2
 
     @property
-    def width(self) -> int:
+    def width(self) -> float:
         return self.x2 - self.x1
 
     @property
-    def height(self) -> int:
+    def height(self) -> float:
         return self.y2 - self.y1
+
+    @property
+    def size(self) -> float:
+        """The longer side: how big a face is, whichever way it is turned."""
+        return max(self.width, self.height)
 
     @property
     def centre(self) -> tuple[float, float]:
         return (self.x1 + self.x2) / 2, (self.y1 + self.y2) / 2
 
     @property
-    def area(self) -> int:
+    def area(self) -> float:
         return max(0, self.width) * max(0, self.height)
 
     def inside(self, height: int, width: int) -> bool:
@@ -64,12 +73,24 @@ class Box(NamedTuple):
         return self.x1 <= x < self.x2 and self.y1 <= y < self.y2
 
     def scaled(self, factor: float) -> "Box":
-        return Box.of(v * factor for v in self)
+        """Every corner times `factor` (a box on a resized copy of the frame), fractions kept."""
+        return Box(self.x1 * factor, self.y1 * factor, self.x2 * factor, self.y2 * factor)
+
+    def shifted(self, dx: float, dy: float) -> "Box":
+        return Box(self.x1 + dx, self.y1 + dy, self.x2 + dx, self.y2 + dy)
+
+    def _intersection(self, other: "Box") -> float:
+        return Box(max(self.x1, other.x1), max(self.y1, other.y1), min(self.x2, other.x2), min(self.y2, other.y2)).area
 
     def iou(self, other: "Box") -> float:
-        inter = Box(max(self.x1, other.x1), max(self.y1, other.y1), min(self.x2, other.x2), min(self.y2, other.y2))
-        union = self.area + other.area - inter.area
-        return inter.area / union if union else 0.0
+        inter = self._intersection(other)
+        union = self.area + other.area - inter
+        return inter / union if union else 0.0
+
+    def overlap(self, other: "Box") -> float:
+        """The intersection over the smaller box's area: 1 when one box lies inside the other."""
+        smaller = min(self.area, other.area)
+        return self._intersection(other) / smaller if smaller > 0 else 0.0
 
     def slices(self) -> tuple[slice, slice]:
         """numpy index of the box in a frame: frame[box.slices()]."""

@@ -89,11 +89,11 @@ class Options:
                                 "soft mask, colour-matched to the skin around it (eyes and forehead stay the "
                                 "frame's own)", choices=BLEND_MODES)
     detector: str = setting("auto", "face detector: 's3fd' (what Wav2Lip was trained with; downloads 90 MB "
-                                    "once), 'blazeface' (MediaPipe, no download, a few ms per frame on a CPU; "
+                                    "once), 'blazeface' (MediaPipe's, bundled, on OpenVINO; a few ms per frame on a CPU; "
                                     "finds turned, covered and small faces and follows one person), 'haar' "
                                     "(OpenCV, no download, frontal faces only), 'auto' (s3fd on a GPU when "
                                     "available; on a CPU blazeface, since s3fd takes seconds per frame there, or "
-                                    "haar when mediapipe is missing)",
+                                    "haar when OpenVINO is missing)",
                             choices=DETECTORS)
     face_point: tuple[int, int] = setting(
         (-1, -1), "a point in the first frame (pixels after resize, rotate and crop) on the face to sync, when "

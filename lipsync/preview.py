@@ -1,7 +1,7 @@
 """The face-box preview: the first frame with the detected face and the padded crop drawn on it.
 
-With a detector that can follow a chosen face (BlazeFace), every face on the frame is
-found and drawn: the one a job will follow in colour (the most prominent, or the one
+With a detector that can follow a chosen face (a tracker: BlazeFace), every face on the
+frame is found and drawn: the one a job will follow in colour (the most prominent, or the one
 at the face point), the others in grey, so a click can pick another speaker.
 
 Lets a person tune the pads in seconds: detection runs once per face file and setting,
@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 
 from . import limits
-from .faces import Detection, get_detector, supports_point
+from .detection import ClipDetection, Detection, FaceTracker, ScoredBox, choose_face
+from .faces import get_detector
 from .geometry import Box
 from .options import Options
 from .probe import probe_media
@@ -51,9 +52,7 @@ class FacePreview:
         """The face a job with this face point follows (None: the point is on no face, or there is no face)."""
         if not self.can_pick:
             return self.detection
-        from .blazeface import choose_face
-
-        index = choose_face(self.faces, self.scores, point)
+        index = choose_face([ScoredBox(b, s) for b, s in zip(self.faces, self.scores)], point)
         return None if index is None else self.faces[index]
 
     def to_frame(self, x: float, y: float) -> tuple[int, int]:
@@ -70,10 +69,10 @@ def make_preview(face: str, options: Options, device: str = "cpu") -> FacePrevie
     height, width = frame.shape[:2]
     choice = get_detector(options.detector, device, options.face_det_batch_size, det_max_side=options.det_max_side)
     detection, faces, scores = None, (), ()
-    can_pick = supports_point(choice.detector)
+    can_pick = isinstance(choice.detector, FaceTracker)
     if options.fixed_box is None and can_pick:
         found = choice.detector.faces(frame)
-        faces, scores = tuple(b for b, _ in found), tuple(s for _, s in found)
+        faces, scores = tuple(f.box for f in found), tuple(f.score for f in found)
     elif options.fixed_box is None:
         detection = choice.detector.detect([frame])[0]
         faces, scores = ((detection,), (1.0,)) if detection is not None else ((), ())
@@ -109,7 +108,7 @@ def draw_boxes(preview: FacePreview, options: Options) -> np.ndarray:
 
 
 def _rectangle(canvas: np.ndarray, box: Box, scale: float, colour: tuple[int, int, int], thickness: int) -> None:
-    small = box.scaled(scale)
+    small = Box.of(box.scaled(scale))
     cv2.rectangle(canvas, (small.x1, small.y1), (small.x2 - 1, small.y2 - 1), colour, thickness)
 
 
@@ -132,10 +131,5 @@ def scan_faces(face: str, options: Options, device: str = "cpu", samples: int = 
     else:
         rate = min(info.fps, samples / max(info.duration, 0.04))
         frames = (source.prepare(f) for f in read_frames(info, max_frames=samples, sample_fps=rate))
-    found: list[bool] = []
-    previous: Detection = None
-    for frame in frames:  # one at a time: the detector follows the face from look to look, as in a job
-        detection = choice.detector.detect([frame], previous)[0]
-        found.append(detection is not None)
-        previous = detection or previous
-    return found
+    clip = ClipDetection(choice.detector, consecutive=False)  # the looks are far apart: no motion between them
+    return [clip([frame])[0] is not None for frame in frames]  # one at a time, each starting from the last face

@@ -18,7 +18,7 @@ from . import cache
 from .concurrency import QUEUE_FRAMES, prefetch
 from .devices import frames_in_budget
 from .errors import LipSyncError
-from .faces import Detection, FaceDetector, supports_point
+from .detection import AnyDetector, ClipDetection, Detection
 from .geometry import Box
 from .options import Options
 from .source import FaceSource
@@ -193,14 +193,14 @@ def crops_from_detections(detections: Sequence[Detection], pads: Sequence[int], 
 class FaceDetection:
     """Runs face detection on a thread of its own, feeding a CropTrack the synthesis loop reads."""
 
-    def __init__(self, source: FaceSource, n_frames: int, options: Options, detector: FaceDetector,
+    def __init__(self, source: FaceSource, n_frames: int, options: Options, detector: AnyDetector,
                  timings: StageTimes) -> None:
         height, width = source.height, source.width
         self.source, self.options, self.detector, self.timings = source, options, detector, timings
         self.limit = 1 if source.static else n_frames  # the distinct frames the output uses
         self.track = CropTrack(options.pads, height, width, smooth=not options.nosmooth)
         self.batch = frames_in_budget(detector.batch_size, height, width)
-        self.state = self._tracking_state(options.point, height, width)  # this clip's own (detectors are shared)
+        self.clip = self._clip_detection(options.point, height, width)  # this clip's own (detectors are shared)
         point = "" if options.point is None else "@{},{}".format(*options.point)  # another face, other boxes
         self.key = cache.cache_key(source.info.path, detector.name + point, options.resize_factor, options.rotate,
                                    options.crop, source.static, options.det_max_side)
@@ -208,17 +208,13 @@ class FaceDetection:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
-    def _tracking_state(self, point: tuple[int, int] | None, height: int, width: int):
-        """A tracking detector's per-clip state (None for the others), after checking the face point."""
-        if point is not None:
-            if not (0 <= point[0] < width and 0 <= point[1] < height):
-                raise LipSyncError(f"The face point {point[0]} {point[1]} is outside the {width}x{height} first "
-                                   "frame; give x from 0 to the width and y from 0 to the height, in pixels after "
-                                   "resize, rotate and crop.")
-            if not supports_point(self.detector):
-                raise LipSyncError(f"The {self.detector.name} detector cannot follow a chosen face; use --detector "
-                                   "blazeface with --face_point, or -1 -1 for the most prominent face.")
-        return self.detector.new_state(point) if supports_point(self.detector) else None
+    def _clip_detection(self, point: tuple[int, int] | None, height: int, width: int) -> ClipDetection:
+        """The clip's detection state, after checking the face point against the frame."""
+        if point is not None and not (0 <= point[0] < width and 0 <= point[1] < height):
+            raise LipSyncError(f"The face point {point[0]} {point[1]} is outside the {width}x{height} first "
+                               "frame; give x from 0 to the width and y from 0 to the height, in pixels after "
+                               "resize, rotate and crop.")
+        return ClipDetection(self.detector, point)
 
     def start(self) -> "FaceDetection":
         if self.cached is not None:
@@ -247,33 +243,29 @@ class FaceDetection:
 
     def _work(self) -> None:
         try:
-            previous: Detection = None
             batch: list[np.ndarray] = []
             frames = prefetch(self.source.head(self.limit), QUEUE_FRAMES)
             try:
                 for frame in frames:
                     batch.append(frame)
                     if len(batch) == self.batch:
-                        previous = self._detect(batch, previous)
+                        self._detect(batch)
                         batch = []
                     if self._stop.is_set():
                         return
             finally:
                 frames.close()
             if batch:
-                self._detect(batch, previous)
+                self._detect(batch)
             self.track.finish()
             cache.store(self.key, self.track.detections, complete=len(self.track.detections) < self.limit)
         except BaseException as err:  # handed to the synthesis loop, raised there
             self.track.fail(err)
 
-    def _detect(self, frames: list[np.ndarray], previous: Detection) -> Detection:
-        """Detect a batch; returns the last face found so far (the next batch's search hint)."""
+    def _detect(self, frames: list[np.ndarray]) -> None:
         with self.timings.stage("detect"):
-            found = (self.detector.detect(frames, previous) if self.state is None
-                     else self.detector.detect(frames, previous, state=self.state))
+            found = self.clip(frames)
         self.track.add(found)
-        return next((d for d in reversed(found) if d is not None), previous)
 
     def stop(self) -> None:
         self._stop.set()
