@@ -142,6 +142,8 @@ def test_s3fd_sees_the_input_the_official_code_gives_it(tmp_path, monkeypatch):
 
 
 def test_auto_picks_the_fast_offline_detector_on_a_cpu():
+    pytest.importorskip("openvino", reason="BlazeFace, the CPU detector 'auto' picks, runs on OpenVINO, which is "
+                                           "not installed")
     from lipsync.faces import make_detector
 
     choice = make_detector("auto", "cpu", allow_download=False)
