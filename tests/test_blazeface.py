@@ -219,6 +219,7 @@ def test_timeline_shows_where_faces_were_synced():
     assert face_timeline([True] * 5000).shape[1] == 800  # long clips share columns
 
 
+@pytest.mark.slow  # the whole calibration clip
 def test_final_boxes_match_the_official_ones_on_the_calibration_clip(detector, calibration_frames):
     from lipsync.track import crops_from_detections
 
@@ -284,6 +285,7 @@ def calibration_frames() -> list[np.ndarray]:
     return media.read_all_frames(CALIBRATION / "talking_head.mp4")
 
 
+@pytest.mark.slow  # the whole calibration clip
 def test_boxes_and_scores_are_mediapipes_on_the_calibration_clip(mediapipe_graphs, runner, calibration_frames):
     """Every third frame whole, a tracking-sized window on it and a wide strip of it (the letterbox both ways)."""
     images = [image for frame in calibration_frames[::3]
@@ -304,6 +306,7 @@ def test_boxes_and_scores_are_mediapipes_on_synthetic_frames(mediapipe_graphs, r
 
 # ---- the tracker's boxes: those a job got with mediapipe ----------------------------------------------------------
 
+@pytest.mark.slow  # the whole calibration clip
 def test_tracker_boxes_are_those_a_job_got_with_mediapipe(detector, calibration_frames):
     """tests/data/calibration_blazeface_boxes.json: the mapped boxes of the mediapipe-based tracker (main at
     2f68381). OpenVINO's float rounding differs a little between CPUs, so one pixel is allowed where a value
@@ -342,6 +345,7 @@ def test_the_tiles_of_a_720p_frame_coarse_first():
     assert {t.box.width for t in tiles if t.box.x2 < 1280} == {360, 180}
 
 
+@pytest.mark.slow  # 4K frames
 def test_a_4k_frame_without_a_face_costs_no_more_than_720p_then_a_budget(monkeypatch):
     """A 4K clip with no face: its first frame is searched on a 720p copy (the whole frame and 119 tiles, where
     the 4K frame itself would take 540); each later frame runs at most TILE_BUDGET tiles, going on where the
@@ -358,6 +362,7 @@ def test_a_4k_frame_without_a_face_costs_no_more_than_720p_then_a_budget(monkeyp
     assert tiles <= runs.looked  # every tile of the 720p copy, in 8 frames
 
 
+@pytest.mark.slow  # 4K frames
 def test_a_45_px_face_in_a_4k_frame_is_found_and_followed(detector):
     """45 px in a 720p-equivalent frame is 135 px in 4K (the photo's face is 114 px wide)."""
     frames, faces = _clip(4, (3840, 2160), [lambda i: _shift_scale(2200 + 20 * i, 1200, 135 / 114)])
@@ -368,10 +373,10 @@ def test_a_45_px_face_in_a_4k_frame_is_found_and_followed(detector):
 def test_a_lost_face_is_looked_for_near_where_it_was_within_the_budget(monkeypatch):
     tracker = BlazeFaceTracker()
     frames, faces = _clip(3, (1280, 720), [lambda i: _shift_scale(700, 300, 0.8)])
-    empty = _background(1280, 720)
+    empty = np.full((720, 1280, 3), 120, np.uint8)  # nothing for the flow to follow either: lost at once
     clip = ClipDetection(tracker)
     assert all(_on(b, f[0]) for b, f in zip(clip(frames), faces))
     runs = _Runs(monkeypatch, tracker)
-    lost = [runs.during(lambda: clip([empty])) for _ in range(tracker.COAST_FRAMES + 3)]
+    lost = [runs.during(lambda: clip([empty])) for _ in range(4)]
     assert max(lost) <= 2 + 1 + tracker.TILE_BUDGET  # the window (two models), the whole frame, the budget
     assert _on(clip(frames[:1])[0], faces[0][0])  # back where it was: taken again
