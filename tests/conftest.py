@@ -30,6 +30,12 @@ def checkpoint(data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def gfpgan_weights(data_dir) -> Path:
+    """GFPGAN v1.4 with random weights in the release file's layout ({'params_ema': …}, ~350 MB), made once."""
+    return media.make_gfpgan(data_dir / "random_gfpgan.pth")
+
+
+@pytest.fixture(scope="session")
 def speech(data_dir) -> Path:
     return media.make_speech(data_dir / "speech.wav", seconds=2.0)
 

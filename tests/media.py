@@ -184,3 +184,46 @@ def write_image(path: Path, kind: str) -> Path:
     else:
         raise ValueError(kind)
     return path
+
+
+def random_gfpgan_state(seed: int = 0) -> dict:
+    """Random GFPGAN v1.4 weights whose activations stay sane (output of order 1, no NaN or overflow) and whose
+    output depends on the input (so a comparison of two implementations means something).
+
+    PyTorch's default initialisation shrinks activations layer by layer (the latents would be their biases,
+    whatever the face), so: the plain convolutions and linear layers variance-preserving for leaky ReLU 0.2 (each
+    branch of a residual sum at half the variance), biases small; each modulation's bias at 1 (as basicsr
+    initialises it); the SFT conditions near a scale of 1 and a shift of 0 (their last layer at a tenth); the
+    noise strengths at 0.1.
+    """
+    import math
+
+    from lipsync.gfpgan import GFPGAN
+
+    torch.manual_seed(seed)
+    model = GFPGAN()
+    gain = math.sqrt(2 / (1 + 0.2 ** 2))
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if name.endswith("modulation"):
+                module.bias.fill_(1.0)
+            elif isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and "style_mlp" not in name:
+                std = gain / math.sqrt(module.weight[0].numel()) / (math.sqrt(2) if name.endswith(("conv2", "skip"))
+                                                                    else 1)
+                module.weight.normal_(0, std)
+                if module.bias is not None:
+                    module.bias.normal_(0, 0.1)
+        for scale, shift in zip(model.condition_scale, model.condition_shift):
+            scale[2].weight.mul_(0.1)
+            shift[2].weight.mul_(0.1)
+            scale[2].bias.add_(1.0)
+        for name, param in model.named_parameters():
+            if name.endswith(".weight") and param.ndim == 1:  # StyleConv's noise strength
+                param.fill_(0.1)
+    return model.state_dict()
+
+
+def make_gfpgan(path: Path, seed: int = 0) -> Path:
+    """A GFPGAN release file with random weights in the official layout: {'params_ema': state_dict} (~350 MB)."""
+    torch.save({"params_ema": random_gfpgan_state(seed)}, path)
+    return path
