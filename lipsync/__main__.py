@@ -127,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
               "LIPSYNC_DEBUG=1 for the details and report them.", file=sys.stderr)
         return 3
     progress.close()
+    if result.enhance_problem:  # the video is complete, without the enhancement that was asked for
+        print(f"Warning: the mouth was not enhanced. {result.enhance_problem}", file=sys.stderr)
     if not args.quiet:
         print(f"Face detector: {result.detector_label}", file=sys.stderr)
         print(f"Wrote {result.outfile}: {result.summary()}", file=sys.stderr)

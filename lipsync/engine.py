@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import audio, backends, limits
 from .concurrency import BuildOnce
 from .devices import release_memory, resolve_device
+from .errors import LipSyncError
 from .faces import DetectorChoice, get_detector
 from .options import Options
 from .pipeline import ProgressCallback, run
@@ -23,7 +24,7 @@ from .preview import FacePreview, make_preview, scan_faces
 from .probe import probe_media
 from .results import SyncResult
 from .video import display_copy as _display_copy
-from .weights import find_s3fd, resolve_checkpoint
+from .weights import find_s3fd, resolve_checkpoint, resolve_restorer
 
 if TYPE_CHECKING:
     from .model import Wav2Lip
@@ -56,13 +57,32 @@ class LipSync:
         return get_detector(options.detector, self.device, options.face_det_batch_size, self.allow_download,
                             options.det_max_side)
 
+    def restorer(self, options: Options) -> tuple[Any, str]:
+        """The mouth restorer these options ask for, shared by every job (None for --enhance none), or None and the
+        one sentence saying why it cannot run (no weights offline, a damaged file, no landmark model): the job
+        then runs without it."""
+        if options.enhance == "none" or options.enhance_strength == 0:
+            return None, ""
+        from .landmarks import face_mesh
+        from .restorer import shared_restorer
+
+        try:
+            face_mesh()
+            return shared_restorer(resolve_restorer(download=self.allow_download), self.device, options.backend), ""
+        except LipSyncError as err:
+            return None, str(err)
+
     def sync(self, face: str, audio: str, outfile: str, options: Options | None = None,
              progress: ProgressCallback | None = None, **overrides: Any) -> SyncResult:
         """Lip-sync one clip. `overrides` are Options fields, e.g. pads=(0, 20, 0, 0), blend='feather'."""
         options = replace(options or Options(), **overrides) if overrides else options or Options()
         detector = None if options.fixed_box is not None else self.detector(options)
+        if options.enhance != "none" and progress is not None:
+            progress("Preparing the face restorer", 0, 1)  # the first time on a CPU: converted, a minute or two
+        restorer, problem = self.restorer(options)
         try:
-            return run(face, audio, outfile, self.network, self.device, options, detector, progress)
+            return run(face, audio, outfile, self.network, self.device, options, detector, progress, restorer,
+                       problem)
         finally:
             release_memory(self.device)
 

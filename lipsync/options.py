@@ -23,6 +23,7 @@ SIDES = ("top", "bottom", "left", "right")
 AXES = ("x", "y")  # the parts of a point, as `from_flat` takes them
 NO_POINT = (-1, -1)
 BLEND_MODES = ("box", "feather", "mouth")
+ENHANCERS = ("none", "gfpgan")  # lipsync.enhance
 DETECTORS = ("auto", "s3fd", "blazeface", "haar")
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKENDS = ("auto", "openvino", "pytorch")  # lipsync.backends
@@ -88,6 +89,13 @@ class Options:
                                 "fades the box edges into the frame; 'mouth' takes only the lower face, through a "
                                 "soft mask, colour-matched to the skin around it (eyes and forehead stay the "
                                 "frame's own)", choices=BLEND_MODES)
+    enhance: str = setting("none", "restore the synced mouth's detail: 'gfpgan' runs GFPGAN v1.4 on the face aligned by "
+                                   "five landmarks and lets it in through the mouth mask only (eyes and forehead "
+                                   "stay the frame's own; 332 MB of weights, downloaded once; about 20x the lip-sync "
+                                   "model's work per face: fast on a GPU, seconds per face on a CPU); 'none' keeps "
+                                   "the generated mouth (the official output)", choices=ENHANCERS)
+    enhance_strength: float = setting(0.7, "how much of the restored mouth replaces the generated one, 0 to 1 (full "
+                                           "strength can make teeth look painted)")
     detector: str = setting("auto", "face detector: 's3fd' (what Wav2Lip was trained with; downloads 90 MB "
                                     "once), 'blazeface' (MediaPipe's, bundled, on OpenVINO; a few ms per frame on a CPU; "
                                     "finds turned, covered and small faces and follows one person), 'haar' "
@@ -137,6 +145,8 @@ class Options:
                 raise LipSyncError(f"Unknown {f.name} '{getattr(self, f.name)}'. Choose one of: {', '.join(choices)}.")
         if self.resize_factor < 1:
             raise LipSyncError("--resize_factor must be 1 or more (2 halves the width and height).")
+        if not 0.0 <= self.enhance_strength <= 1.0:
+            raise LipSyncError(f"--enhance_strength must be between 0 and 1, not {self.enhance_strength:g}.")
         if self.fps <= 0:
             raise LipSyncError("--fps must be a positive number of frames per second, e.g. 25.")
         if self.face_det_batch_size < 1 or self.wav2lip_batch_size < 0:

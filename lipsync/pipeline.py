@@ -27,6 +27,7 @@ from .backends import LazyModel
 from .blend import paste
 from .concurrency import QUEUE_FRAMES, prefetch
 from .devices import model_batch
+from .enhance import MouthEnhancer
 from .faces import DetectorChoice
 from .geometry import IMG_SIZE, Box
 from .options import Options
@@ -43,18 +44,21 @@ CropFor = Callable[[int], Optional[Box]]  # frame index -> its crop, or None wit
 
 
 Pending = tuple[np.ndarray, Optional[Box], int]  # frame, its crop (None: no face), mel window index
+Generated = tuple[list[Pending], list[Pending], Optional[np.ndarray], Optional[list]]  # + faces, landmarks
 GENERATED_AHEAD = 1  # batches the model thread may finish before the paste loop takes them
 
 
 def synthesize(source: FaceSource, windows: np.ndarray, crop_for: CropFor, options: Options, runner: ModelRunner,
                writer: VideoWriter, timings: StageTimes, progress: ProgressCallback,
-               weights: Optional[np.ndarray] = None) -> list[bool]:
+               weights: Optional[np.ndarray] = None, enhancer: Optional[MouthEnhancer] = None) -> list[bool]:
     """Stream every output frame through the model into the encoder; returns, per frame, whether it had a face.
 
     Three threads: decoding (prefetch), the model (collects a batch, crops it, runs the network) and this one
     (pastes and writes). While this thread pastes batch k and waits on the encoder's pipe, the model already
     runs batch k+1: the network, the slowest stage, never idles on the others.
     `weights` (per output frame, in [0, 1]; lipsync.pauses) scale the paste; frames of weight 0 skip the model.
+    With an `enhancer` (lipsync.enhance) the model thread also finds each face's landmarks on the original
+    frame, and this thread restores the mouth after the paste.
     """
     n_out = len(windows)
     faced: list[bool] = []
@@ -74,16 +78,17 @@ def synthesize(source: FaceSource, windows: np.ndarray, crop_for: CropFor, optio
         finally:
             frames.close()
 
-    def generate(pending: list[Pending]) -> tuple[list[Pending], list[Pending], Optional[np.ndarray]]:
+    def generate(pending: list[Pending]) -> Generated:
         with_face = [(f, c, w) for f, c, w in pending if c is not None and (weights is None or weights[w] > 0)]
         if not with_face:
-            return pending, with_face, None
+            return pending, with_face, None, None
         with timings.stage("crop+blend"):
             crops = np.stack([cv2.resize(f[c.slices()], (IMG_SIZE, IMG_SIZE)) for f, c, _ in with_face])
+        points = enhancer.landmarks([(w, f, c) for f, c, w in with_face]) if enhancer else None
         with timings.stage("generate"):
-            return pending, with_face, runner(crops, windows[[w for _, _, w in with_face]])
+            return pending, with_face, runner(crops, windows[[w for _, _, w in with_face]]), points
 
-    def generated() -> Iterator[tuple[list[Pending], list[Pending], Optional[np.ndarray]]]:
+    def generated() -> Iterator[Generated]:
         collected = batches()
         try:
             for pending in collected:
@@ -93,11 +98,14 @@ def synthesize(source: FaceSource, windows: np.ndarray, crop_for: CropFor, optio
 
     results = prefetch(generated(), GENERATED_AHEAD)
     try:
-        for pending, with_face, faces in results:
+        for pending, with_face, faces, points in results:
             if faces is not None:
                 with timings.stage("crop+blend"):
                     for (frame, crop, w), face in zip(with_face, faces):
                         paste(options.blend, frame, face, crop, 1.0 if weights is None else float(weights[w]))
+                if enhancer is not None:
+                    enhancer.apply([(frame, crop, 1.0 if weights is None else float(weights[w]), p)
+                                    for (frame, crop, w), p in zip(with_face, points)])
             for frame, crop, _ in pending:
                 faced.append(crop is not None)
                 writer.write(frame)
@@ -108,10 +116,12 @@ def synthesize(source: FaceSource, windows: np.ndarray, crop_for: CropFor, optio
 
 
 def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, options: Options,
-        detector: DetectorChoice | None, progress: ProgressCallback | None = None) -> SyncResult:
+        detector: DetectorChoice | None, progress: ProgressCallback | None = None, restorer: object = None,
+        enhance_note: str = "") -> SyncResult:
     """Lip-sync `face` (video or photo) to `audio` and write `outfile`; see the module docstring.
 
-    `detector` may be None only with a fixed box (options.box).
+    `detector` may be None only with a fixed box (options.box). `restorer` (lipsync.restorer) enhances the
+    mouth (options.enhance); `enhance_note` says why a wanted one is missing (the job runs without it).
     """
     progress = limits.with_deadline(progress or (lambda stage, done, total: None), options.time_limit)
     timings = StageTimes()
@@ -131,6 +141,7 @@ def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, opti
     source = FaceSource(info, options, timings)
     runner = ModelRunner(model, device, options.precision, options.backend)
     encoder = choose_encoder(options.encoder, device)
+    enhancer = MouthEnhancer(restorer, options.enhance_strength, fps, timings) if restorer is not None else None
     fixed = options.fixed_box
     detection: FaceDetection | None = None
     if fixed is not None:
@@ -144,7 +155,8 @@ def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, opti
     t1 = time.perf_counter()
     try:
         with VideoWriter(outfile, source.width, source.height, fps, audio, video_codec=encoder) as writer:
-            faced = synthesize(source, windows, crop_for, options, runner, writer, timings, progress, weights)
+            faced = synthesize(source, windows, crop_for, options, runner, writer, timings, progress, weights,
+                               enhancer)
             progress("Encoding", 0, 1)
     finally:
         if detection is not None:
@@ -159,4 +171,8 @@ def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, opti
                       boxes_from_cache=bool(detection and detection.cached is not None), device=device, fps=fps,
                       width=source.width, height=source.height, seconds=timings.seconds, face_frames=faced,
                       backend=runner.backend_label,
-                      frames_kept_in_pauses=0 if weights is None else int((weights == 0).sum()))
+                      frames_kept_in_pauses=0 if weights is None else int((weights == 0).sum()),
+                      enhance=f"{options.enhance} at strength {options.enhance_strength:g}, {enhancer.label}"
+                      if enhancer else "", enhance_problem=enhance_note,
+                      frames_enhanced=enhancer.counts.restored if enhancer else 0,
+                      frames_not_enhanced=dict(enhancer.counts.kept) if enhancer else {})
