@@ -1,8 +1,8 @@
 """Five face landmarks (eye centres, nose tip, mouth corners) per frame, for aligning a face restorer.
 
-Why MediaPipe's face mesh: its model (`face_landmark.tflite`, 1.2 MB, 468 points) ships in
-the mediapipe wheel we already use for BlazeFace, and OpenVINO reads TFLite files directly,
-so it runs here without importing mediapipe and without a download. Run as MediaPipe's
+Why MediaPipe's face mesh: its model (`face_landmark.tflite`, 1.2 MB, 468 points, Apache-2.0)
+is bundled with the package (lipsync/assets), and OpenVINO reads TFLite files directly, so it
+runs without mediapipe and without a download. Run as MediaPipe's
 `FaceLandmarkCpu` graph runs it (mediapipe/modules/face_landmark/*.pbtxt):
 - the region of interest is a square, 1.5 times the face's longer side, turned so the eyes
   are level: from a detection box for a first look, then from the first look's own points
@@ -19,7 +19,6 @@ unrestored mouth for that frame.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import threading
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ from typing import Any, Optional
 import cv2
 import numpy as np
 
+from .assets import asset_path
 from .concurrency import BuildOnce
-from .errors import LipSyncError
 from .geometry import Box
 
 MODEL_NAME = "face_landmark.tflite"
@@ -46,25 +45,6 @@ EYE_LEFT = (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 1
 EYE_RIGHT = (362, 382, 381, 380, 374, 373, 390, 249, 263, 466, 388, 387, 386, 385, 384, 398)
 NOSE_TIP, MOUTH_LEFT, MOUTH_RIGHT = 1, 61, 291
 ROTATION_FROM, ROTATION_TO = 33, 263  # outer eye corners: the ROI's rotation (face_landmark_landmarks_to_roi)
-
-
-def model_file() -> Path | None:
-    """The face mesh model: bundled with the package (lipsync/assets), else inside the mediapipe wheel
-    (found without importing mediapipe), else None."""
-    try:
-        from .assets import asset_path  # type: ignore[attr-defined]  (bundled with the package when present)
-
-        bundled = Path(asset_path(MODEL_NAME))
-        if bundled.is_file():
-            return bundled
-    except (ImportError, OSError, LookupError):
-        pass
-    spec = importlib.util.find_spec("mediapipe")
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(folder) / "modules" / "face_landmark" / MODEL_NAME
-        if path.is_file():
-            return path
-    return None
 
 
 @dataclass(frozen=True)
@@ -154,12 +134,8 @@ _meshes = BuildOnce(lambda path: FaceMesh(Path(path)))
 
 
 def face_mesh() -> FaceMesh:
-    """The shared face mesh model, loaded on first use; a clear error when neither copy of the file is here."""
-    path = model_file()
-    if path is None:
-        raise LipSyncError(f"The face landmark model ({MODEL_NAME}) is missing: it comes with the package or with "
-                           "mediapipe 0.10.14 (pip install mediapipe==0.10.14). Use --enhance none meanwhile.")
-    return _meshes.get(str(path))
+    """The shared face mesh model (bundled in lipsync/assets, its SHA256 checked), loaded on first use."""
+    return _meshes.get(str(asset_path(MODEL_NAME)))
 
 
 class Landmarker:

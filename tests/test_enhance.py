@@ -16,11 +16,9 @@ from lipsync import LipSync, LipSyncError, Options, weights
 from lipsync.blend import alpha_map, mouth_mask
 from lipsync.enhance import FFHQ_TEMPLATE, network_input, network_output, put_back, similarity
 from lipsync.geometry import Box
-from lipsync.landmarks import model_file
 
 ROOT = Path(__file__).resolve().parents[1]
 ASTRONAUT_BOX = Box(170, 60, 290, 215)  # her face, brows to chin (Box: x1, y1, x2, y2)
-needs_landmarks = pytest.mark.skipif(model_file() is None, reason="no face_landmark.tflite (mediapipe absent)")
 
 
 class InvertingRestorer:
@@ -94,7 +92,6 @@ def stand_in(monkeypatch):
     return restorer
 
 
-@needs_landmarks
 @pytest.mark.parametrize("blend", ["mouth", "box"])
 def test_the_upper_face_is_the_unenhanced_result_bit_for_bit(engine, face_photo, speech, tmp_path, captured,
                                                             stand_in, blend):
@@ -117,7 +114,6 @@ def test_the_upper_face_is_the_unenhanced_result_bit_for_bit(engine, face_photo,
     assert "strength 0.8" in result.summary()
 
 
-@needs_landmarks
 def test_a_face_too_small_for_landmarks_keeps_its_mouth_and_is_counted(engine, speech, tmp_path, captured,
                                                                        stand_in):
     small = tmp_path / "small.png"
@@ -177,7 +173,6 @@ def short_speech(data_dir):
     return media.make_speech(data_dir / "speech_0.3s.wav", seconds=0.3)
 
 
-@needs_landmarks
 @pytest.mark.slow
 def test_cli_with_random_gfpgan_keeps_the_upper_face_of_the_plain_result(checkpoint, gfpgan_weights, face_photo,
                                                                         short_speech, tmp_path):

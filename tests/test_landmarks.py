@@ -10,9 +10,8 @@ import pytest
 
 import media
 from lipsync.geometry import Box
-from lipsync.landmarks import Landmarker, Smoother, five_points, model_file, rejection, roi_from_mesh
+from lipsync.landmarks import Landmarker, Smoother, five_points, rejection, roi_from_mesh
 
-pytestmark = pytest.mark.skipif(model_file() is None, reason="no face_landmark.tflite (mediapipe 0.10.14 absent)")
 ASTRONAUT_BOX = Box(170, 60, 290, 215)  # her face, brows to chin, in the 512x512 photo
 
 
