@@ -31,9 +31,9 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, LipSyncError, Options, available_checkpoints, display_copy,
-                     draw_boxes, env_number, face_preview, face_scan, face_timeline, fetch_weights, gpu_seconds,
-                     prune_detection_cache, shared_engine)
+from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, LipSyncError, Options, available_checkpoints, default_enhance,
+                     display_copy, draw_boxes, enhance_seconds, env_number, face_preview, face_scan, face_timeline,
+                     fetch_weights, gpu_seconds, prune_detection_cache, shared_engine)
 
 log = logging.getLogger("lipsync.app")
 ROOT = Path(__file__).resolve().parent
@@ -63,6 +63,9 @@ DETECTOR_CHOICES = [("Automatic", "auto"), ("S3FD (as Wav2Lip was trained)", "s3
                     ("BlazeFace (fast on a CPU, follows one face)", "blazeface"), ("Haar (offline)", "haar")]
 BLEND_CHOICES = [("Mouth only (soft, colour-matched)", "mouth"), ("Box (as the original)", "box"),
                  ("Feathered edges", "feather")]
+ENHANCE_CHOICES = [("Off (the generated mouth)", "none"), ("GFPGAN v1.4 (sharper lips and teeth)", "gfpgan")]
+ENHANCE_INFO = ("Restores the lips and teeth on the aligned face, let in through the mouth mask only. GFPGAN's code is "
+                "Apache-2.0; see the README for its weights' terms (the Wav2Lip weights are non-commercial anyway).")
 DEFAULTS = Options()
 
 
@@ -213,6 +216,8 @@ def run_job(settings: dict[str, Any], progress: Callable | None = None) -> tuple
             _active_jobs.discard(job_dir)
     if result.frames_without_face:
         gr.Warning(f"No face was found in {result.frames_without_face} frames; they were left unchanged.")
+    if result.enhance_problem:  # the video is complete, without the enhancement
+        gr.Warning(f"The mouth was not enhanced: {_hide_server_paths(result.enhance_problem)}")
     return original, str(outfile), str(outfile), result.stats_markdown(), face_timeline(result.face_frames)
 
 
@@ -248,6 +253,22 @@ def preview(settings: dict[str, Any], state: dict) -> tuple[Any, str, dict]:
         if found.can_pick and len(found.faces) > 1:
             note += " Grey: other faces; click one to sync it instead."
     return image, note, state
+
+
+def enhance_cost(settings: dict[str, Any]) -> str:
+    """Beside the enhance choice on a CPU: what enhancing would add to this clip (nothing on a GPU, where it is
+    on by default and costs little)."""
+    device = "cuda" if ZERO_GPU else settings.get("device", "auto")
+    try:
+        if default_enhance(device) != "none":
+            return ""
+        face, audio = settings.get("face"), settings.get("audio")
+        if not face or not audio:
+            return "On this CPU enhancing takes seconds per frame; choose a face and audio to see the time."
+        extra = enhance_seconds(face, audio, build_options(settings), device)
+    except (LipSyncError, OSError):
+        return ""
+    return f"On this CPU enhancing would add about **{extra / 60:.1f} min** to this clip."
 
 
 def scan(settings: dict[str, Any]) -> Any:
@@ -355,6 +376,12 @@ def build_app() -> gr.Blocks:
                     add("nosmooth", gr.Checkbox(value=default("nosmooth"), label="Follow fast motion",
                                                 info="Do not average the face box over 5 frames"))
                     add("blend", gr.Radio(BLEND_CHOICES, value="mouth", label="Blend"))  # the CLI keeps 'box'
+                    with gr.Row(equal_height=True):  # on where a GPU runs it; on a CPU off, its cost shown beside
+                        add("enhance", gr.Radio(ENHANCE_CHOICES, value="gfpgan" if ZERO_GPU else default_enhance(),
+                                                label="Enhance the mouth", info=ENHANCE_INFO, scale=3))
+                        add("enhance_strength", gr.Slider(0, 1, value=default("enhance_strength"), step=0.05,
+                                                          label="Strength", scale=1))
+                    enhance_note = gr.Markdown()
                     add("device", gr.Radio(["auto", "cuda", "cpu", "mps"], value="auto", label="Device"))
                     add("detector", gr.Radio(DETECTOR_CHOICES, value=default("detector"), label="Face detector"))
                     add("allow_silence", gr.Checkbox(value=default("allow_silence"), label="Allow silent audio",
@@ -402,6 +429,9 @@ def build_app() -> gr.Blocks:
 
         scan_button.click(named_handler(names, scan, defaults, {}), controls.inputs, scan_strip,
                           api_visibility="private")
+        for name in ("face", "audio", "device", "enhance"):
+            controls.components[name].change(named_handler(names, enhance_cost, defaults, {}), controls.inputs,
+                                             enhance_note, api_visibility="private", show_progress="hidden")
         job = named_handler(names, run_job, defaults, {"progress": gr.Progress()}, name="lipsync")
         if spaces is not None:  # on ZeroGPU: ask for what this clip needs (a no-op decorator elsewhere)
             job = spaces.GPU(job, duration=named_handler(names, lambda settings, progress=None: job_seconds(settings),
@@ -441,8 +471,9 @@ def main() -> None:
     if args.fetch_weights:
         try:
             fetched = fetch_weights(os.environ.get("LIPSYNC_CHECKPOINT") or DEFAULT_CHECKPOINT)
-            log.info("Wav2Lip checkpoint: %s; S3FD: %s", fetched.checkpoint,
-                     fetched.s3fd or "not available, the offline detector will be used")
+            log.info("Wav2Lip checkpoint: %s; S3FD: %s; GFPGAN: %s", fetched.checkpoint,
+                     fetched.s3fd or "not available, the offline detector will be used",
+                     fetched.restorer or "not available, jobs run without enhancing the mouth")
         except LipSyncError as err:  # the page still starts; each job then shows this message
             log.error("%s", err)
     if ZERO_GPU:  # load the model to CUDA at start-up: ZeroGPU emulates CUDA outside jobs and moves it in for each

@@ -29,7 +29,8 @@ from .errors import LipSyncError  # noqa: E402  (light: no third-party import)
 
 _EXPORTS = {
     "LipSync": "engine", "shared_engine": "engine", "face_preview": "engine", "display_copy": "engine",
-    "fetch_weights": "engine", "FetchedWeights": "engine", "gpu_seconds": "engine", "check_inputs": "engine", "face_scan": "engine", "probe_media": "probe",
+    "fetch_weights": "engine", "FetchedWeights": "engine", "gpu_seconds": "engine", "check_inputs": "engine", "face_scan": "engine",
+    "default_enhance": "engine", "enhance_seconds": "engine", "probe_media": "probe",
     "Options": "options", "EngineOptions": "options", "env_number": "options",
     "SyncResult": "results", "FacePreview": "preview", "draw_boxes": "preview", "face_timeline": "timeline",
     "Box": "geometry", "load_model": "model", "resolve_checkpoint": "weights",

@@ -9,6 +9,7 @@ original, and fetching the weights before serving.
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ from .weights import find_s3fd, resolve_checkpoint, resolve_restorer
 
 if TYPE_CHECKING:
     from .model import Wav2Lip
+
+log = logging.getLogger(__name__)
 
 
 class LipSync:
@@ -129,12 +132,34 @@ def gpu_seconds(face: str, audio_path: str, options: Options | None = None) -> f
     return limits.gpu_seconds_for(info, sound.duration or options.max_seconds, options)
 
 
+def default_enhance(device: str = "auto") -> str:
+    """The app's default for --enhance: the restorer where a GPU runs it in milliseconds, none on a CPU (seconds a
+    face)."""
+    return "none" if resolve_device(device) == "cpu" else "gfpgan"
+
+
+def enhance_seconds(face: str, audio_path: str, options: Options | None = None, device: str = "auto") -> float:
+    """About how many seconds --enhance gfpgan would add to a job on these files on `device` (headers only)."""
+    from .restorer import seconds_per_face
+
+    options = options or Options()
+    info, sound = probe_media(face), probe_media(audio_path)
+    fps = options.fps if info.is_image else info.fps
+    return max(1.0, (sound.duration or 0.0) * fps) * seconds_per_face(resolve_device(device))
+
+
 @dataclass(frozen=True)
 class FetchedWeights:
     checkpoint: str
     s3fd: str | None  # None: not available, the offline detector will be used
+    restorer: str | None = None  # GFPGAN v1.4 for --enhance gfpgan; None: not available (jobs run unenhanced)
 
 
 def fetch_weights(checkpoint: str | None = None) -> FetchedWeights:
-    """Download what is missing (the Wav2Lip checkpoint, S3FD) before serving, so no visitor waits for it."""
-    return FetchedWeights(resolve_checkpoint(checkpoint), find_s3fd(download=True))
+    """Download what is missing (the Wav2Lip checkpoint, S3FD, GFPGAN) before serving, so no visitor waits for it."""
+    try:
+        restorer: str | None = resolve_restorer(download=True)
+    except LipSyncError as err:
+        log.warning("%s", err)
+        restorer = None
+    return FetchedWeights(resolve_checkpoint(checkpoint), find_s3fd(download=True), restorer)

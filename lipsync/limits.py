@@ -105,4 +105,8 @@ def gpu_seconds_for(info: MediaInfo, audio_seconds: float, options: Options) -> 
     frames = max(1.0, audio_seconds * fps)
     megapixels = (info.width // options.resize_factor) * (info.height // options.resize_factor) / 1e6
     per_frame = GPU_SECONDS_PER_FRAME + GPU_SECONDS_PER_MEGAPIXEL_FRAME * megapixels
+    if options.enhance != "none":  # the mouth restorer (lipsync.enhance) on every synced face
+        from .restorer import GPU_SECONDS_PER_FACE
+
+        per_frame += GPU_SECONDS_PER_FACE
     return GPU_MARGIN * (GPU_START_SECONDS + frames * per_frame)

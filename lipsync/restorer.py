@@ -33,10 +33,22 @@ from .files import cache_root, checkpoint_sha256
 
 log = logging.getLogger(__name__)
 
+# What one face costs, for telling a person beforehand (the app) and asking ZeroGPU for enough time (lipsync.limits).
+# CPU: OpenVINO fp32 measured by bench/enhance_bench.py speed on the 2-core AMD EPYC where this was written
+# (bench/RESULTS.md), as core-seconds (seconds x the threads it had), divided by the cores a job gets.
+CPU_CORE_SECONDS_PER_FACE = 2 * 4.0
+# GPU: an estimate, not measured (no GPU was lent where this was written): about 200 GFLOP a face in fp32 at a
+# tenth of a data-centre GPU's peak, with the landmarks and warps on the CPU beside it.
+GPU_SECONDS_PER_FACE = 0.03
 FORMAT = 1  # bump when the conversion or the saved layout changes: old cache entries are then ignored
 IR_NAME = "gfpgan.xml"
 GPU_BATCH = 16  # faces per PyTorch call on a GPU (about 3 GB of activations at fp32)
 SELF_CHECK_TOLERANCE = 0.02  # largest |OpenVINO - PyTorch| accepted on the [-1, 1] output after converting
+
+
+def seconds_per_face(device: str) -> float:
+    """About how long the restorer takes per face on `device` (see the constants above)."""
+    return CPU_CORE_SECONDS_PER_FACE / cpu_threads() if str(device).startswith("cpu") else GPU_SECONDS_PER_FACE
 
 
 def _one_line(err: BaseException) -> str:

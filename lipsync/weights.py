@@ -141,7 +141,7 @@ GFPGAN_ENV = "LIPSYNC_GFPGAN"  # a GFPGAN file of your own, used as it is (no ch
 
 def _restorer_hint(problem: str) -> str:
     return (f"The face restorer's weights {GFPGAN_FILE} {problem}. Download the file from {GFPGAN_URL} (about "
-            f"332 MB) and put it in {WEIGHTS_DIR}/, or run with --enhance none.")
+            f"332 MB) and put it in the folder '{WEIGHTS_DIR}', or run with --enhance none.")
 
 
 def resolve_restorer(download: bool = True) -> str:

@@ -192,3 +192,14 @@ def test_the_whole_clip_is_scanned_for_faces_before_the_job(app_module, tmp_path
     assert len(found) == 25 and not any(found[8:14]) and all(found[:6]) and all(found[16:])
     strip = app_module.scan({"face": str(clip), "detector": "haar", "device": "cpu"})
     assert strip.ndim == 3 and strip.shape[2] == 3 and len({tuple(c) for c in strip[0]}) >= 2  # green and grey
+
+
+def test_enhance_choice_is_off_on_a_cpu_with_this_clips_cost_beside_it(app_module):
+    config = app_module.build_app().get_config_file()
+    choice = [c["props"] for c in config["components"] if c.get("props", {}).get("label") == "Enhance the mouth"]
+    assert len(choice) == 1 and choice[0]["value"] == "none"  # this machine has no GPU
+    assert [v for _, v in app_module.ENHANCE_CHOICES] == ["none", "gfpgan"]
+    note = app_module.enhance_cost({"device": "cpu", "face": str(EXAMPLES / "astronaut.mp4"),
+                                    "audio": str(EXAMPLES / "speech.wav")})
+    assert note.startswith("On this CPU enhancing would add about") and "min" in note
+    assert "choose a face and audio" in app_module.enhance_cost({"device": "cpu"})

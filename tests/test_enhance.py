@@ -207,3 +207,14 @@ def test_cli_with_random_gfpgan_keeps_the_upper_face_of_the_plain_result(checkpo
         assert diff[:top - 16].max() <= 3 and diff[:top].max() <= 8 and diff[:top].mean() < 0.05, \
             (diff[:top - 16].max(), diff[:top].max(), diff[:top].mean())
         assert diff[mouth].mean() > 2  # the mouth: restored
+
+
+def test_zerogpu_request_and_cpu_estimate_count_the_restorer(face_photo, speech):
+    from lipsync import enhance_seconds, gpu_seconds
+    from lipsync.restorer import GPU_SECONDS_PER_FACE
+
+    plain, enhanced = (gpu_seconds(str(face_photo), str(speech), Options(enhance=e)) for e in ("none", "gfpgan"))
+    frames = 2.0 * 25  # two seconds of speech at the photo's 25 fps
+    assert enhanced - plain == pytest.approx(1.5 * frames * GPU_SECONDS_PER_FACE, rel=0.05)  # with the 1.5 margin
+    on_cpu = enhance_seconds(str(face_photo), str(speech), Options(), "cpu")
+    assert on_cpu > frames * 0.5  # seconds per face on a CPU
