@@ -89,8 +89,8 @@ class Options:
                                 "fades the box edges into the frame; 'mouth' takes only the lower face, through a "
                                 "soft mask, colour-matched to the skin around it (eyes and forehead stay the "
                                 "frame's own)", choices=BLEND_MODES)
-    enhance: str = setting("none", "restore the synced mouth's detail: 'gfpgan' runs GFPGAN v1.4 on the face aligned by "
-                                   "five landmarks and lets it in through the mouth mask only (eyes and forehead "
+    enhance: str = setting("none", "restore the synced mouth's detail: 'gfpgan' runs GFPGAN v1.4 on the face aligned "
+                                   "by five landmarks and lets it in through the mouth mask only (eyes and forehead "
                                    "stay the frame's own; 332 MB of weights, downloaded once; about 20x the lip-sync "
                                    "model's work per face: fast on a GPU, seconds per face on a CPU); 'none' keeps "
                                    "the generated mouth (the official output)", choices=ENHANCERS)

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 # What one face costs, for telling a person beforehand (the app) and asking ZeroGPU for enough time (lipsync.limits).
 # CPU: OpenVINO fp32 measured by bench/enhance_bench.py speed on the 2-core AMD EPYC where this was written
 # (bench/RESULTS.md), as core-seconds (seconds x the threads it had), divided by the cores a job gets.
-CPU_CORE_SECONDS_PER_FACE = 2 * 4.0
+CPU_CORE_SECONDS_PER_FACE = 2 * 2.7
 # GPU: an estimate, not measured (no GPU was lent where this was written): about 200 GFLOP a face in fp32 at a
 # tenth of a data-centre GPU's peak, with the landmarks and warps on the CPU beside it.
 GPU_SECONDS_PER_FACE = 0.03
@@ -104,8 +104,10 @@ class OpenVINORestorer:
         self.lock = threading.Lock()  # the requests are shared by the engine's jobs: one batch at a time
         import openvino as ov
 
-        self.reason = (f"OpenVINO {ov.__version__.split('-')[0]} fp32, {self.streams} streams x "
-                       f"{max(1, threads // self.streams)} threads, {state}")
+        per_stream = max(1, threads // self.streams)
+        self.reason = (f"OpenVINO {ov.__version__.split('-')[0]} fp32, {self.streams} stream"
+                       f"{'s' if self.streams > 1 else ''} x {per_stream} thread{'s' if per_stream > 1 else ''}, "
+                       f"{state}")
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         out = np.empty_like(faces)
