@@ -173,8 +173,11 @@ class Smoother:
 
     Still faces get a low cut-off (the jitter of single-frame landmarks is removed), moving
     ones a higher one (little lag). Coordinates are taken in eye distances, so the same
-    settings suit a 100 px face and a 1000 px one. A gap (a frame without landmarks) starts over.
+    settings suit a 100 px face and a 1000 px one. A gap (a frame without landmarks) or a jump
+    of more than half the eye distance in one frame (a cut, a looped clip starting over) starts over.
     """
+
+    JUMP = 0.5  # eye distances a point may move in one frame before it counts as a cut
 
     def __init__(self, fps: float, min_cutoff: float = 1.0, beta: float = 3.0, d_cutoff: float = 1.0) -> None:
         self.rate, self.min_cutoff, self.beta, self.d_cutoff = fps, min_cutoff, beta, d_cutoff
@@ -194,6 +197,9 @@ class Smoother:
             return five
         _, previous, derivative = self.last
         unit = max(float(np.hypot(*(previous[1] - previous[0]))), 1.0)  # the eye distance: the face's scale
+        if float(np.abs(x - previous).max()) > self.JUMP * unit:
+            self.last = (index, x, np.zeros_like(x))
+            return five
         a_d = self._alpha(self.d_cutoff)
         derivative = a_d * (x - previous) * self.rate / unit + (1 - a_d) * derivative
         a = self._alpha(self.min_cutoff + self.beta * np.abs(derivative))

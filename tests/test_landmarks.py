@@ -95,3 +95,6 @@ def test_smoother_calms_jitter_follows_motion_and_restarts_after_a_gap():
     assert smoother(50, None) is None
     assert np.array_equal(smoother(51, base), base)  # after a gap: the new points as they are
     assert np.array_equal(Smoother(25)(7, base), base)
+    cut = Smoother(25)
+    cut(0, base)
+    assert np.array_equal(cut(1, base + [45, 0]), base + [45, 0])  # a jump of 0.75 eye distances: a new shot
