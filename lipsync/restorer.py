@@ -34,9 +34,9 @@ from .files import cache_root, checkpoint_sha256
 log = logging.getLogger(__name__)
 
 # What one face costs, for telling a person beforehand (the app) and asking ZeroGPU for enough time (lipsync.limits).
-# CPU: OpenVINO fp32 measured by bench/enhance_bench.py speed on the 2-core AMD EPYC where this was written
-# (bench/RESULTS.md), as core-seconds (seconds x the threads it had), divided by the cores a job gets.
-CPU_CORE_SECONDS_PER_FACE = 2 * 2.7
+# CPU: the enhance stage of a job on the 2-core AMD EPYC where this was written (OpenVINO fp32, landmarks and
+# warps included, beside the lip-sync model; bench/RESULTS.md), as core-seconds, divided by the cores a job gets.
+CPU_CORE_SECONDS_PER_FACE = 2 * 2.9
 # GPU: an estimate, not measured (no GPU was lent where this was written): about 200 GFLOP a face in fp32 at a
 # tenth of a data-centre GPU's peak, with the landmarks and warps on the CPU beside it.
 GPU_SECONDS_PER_FACE = 0.03
