@@ -52,14 +52,14 @@ SQUARE = np.float64([[0, 0], [SIDE, 0], [0, SIDE], [SIDE, SIDE]])
 
 def our_boxes(frames: list[np.ndarray]) -> list[Box]:
     """The package's final crops on a CPU: BlazeFace, pads 0 10 0 0, the official smoothing."""
+    from lipsync.detection import ClipDetection
     from lipsync.faces import get_detector
     from lipsync.track import crops_from_detections
 
-    detector = get_detector("blazeface", "cpu", 16, False).detector
-    state = detector.new_state(None)
+    clip = ClipDetection(get_detector("blazeface", "cpu", 16, False).detector)
     found = []
     for i in range(0, len(frames), 16):
-        found += detector.detect(frames[i:i + 16], None, state=state)
+        found += clip(frames[i:i + 16])
     height, width = frames[0].shape[:2]
     return crops_from_detections(found, (0, 10, 0, 0), height, width)
 

@@ -192,12 +192,13 @@ def test_cli_with_random_gfpgan_keeps_the_upper_face_of_the_plain_result(checkpo
     plain, enhanced = read_all_frames(outputs["none"]), read_all_frames(outputs["gfpgan"])
     assert len(plain) == len(enhanced) == 5  # 0.3 s: mel windows at 0, 3.2, 6.4 and 9.6 frames, then the last
     assert "mouth enhanced in 5 frames" in proc.stderr and "enhance " in proc.stderr, proc.stderr
+    from lipsync.detection import ClipDetection
     from lipsync.faces import get_detector
     from lipsync.track import crops_from_detections
 
     photo = cv2.imread(str(face_photo))
-    crop = crops_from_detections(get_detector("blazeface", "cpu").detector.detect([photo]), (0, 10, 0, 0), 512,
-                                 512)[0]  # the job's face box
+    found = ClipDetection(get_detector("blazeface", "cpu").detector)([photo])
+    crop = crops_from_detections(found, (0, 10, 0, 0), 512, 512)[0]  # the job's face box
     top = crop.y1 + mouth_mask(crop.height, crop.width)[1]
     mouth = alpha_map("mouth", crop, 512, 512) > 0.9
     for a, b in zip(plain, enhanced):
