@@ -11,6 +11,17 @@ from __future__ import annotations
 
 import lipsync  # noqa: F401  (first: sets the threading environment before torch loads)
 
+import os
+import tempfile
+from pathlib import Path
+
+import app_files
+
+# Results go into the app's own folder under this root (app_files); Gradio's temp files too, so they can be swept:
+# it reads GRADIO_TEMP_DIR when imported, and `spaces` imports it.
+OUTPUT_ROOT = Path(os.environ.get("LIPSYNC_OUTPUT_DIR") or tempfile.gettempdir())
+GRADIO_TEMP = app_files.claim_gradio_temp(OUTPUT_ROOT)
+
 try:  # ZeroGPU on Hugging Face Spaces: imported before torch, the GPU is attached only inside decorated calls
     import spaces
 except ImportError:  # anywhere else there is no GPU decorator
@@ -19,14 +30,10 @@ except ImportError:  # anywhere else there is no GPU decorator
 import argparse
 import inspect
 import logging
-import os
 import re
 import shutil
-import tempfile
 import threading
 import time
-import uuid
-from pathlib import Path
 from typing import Any, Callable
 
 import gradio as gr
@@ -43,8 +50,9 @@ EXAMPLES = ROOT / "examples"
 CONCURRENCY = int(env_number("LIPSYNC_CONCURRENCY", 1))  # jobs run at once (protects the GPU)
 QUEUE_SIZE = int(env_number("LIPSYNC_QUEUE_SIZE", 16))  # jobs waiting before new ones are turned away
 MAX_UPLOAD = os.environ.get("LIPSYNC_MAX_UPLOAD", "500mb")
+MAX_UPLOAD_BYTES = app_files.parse_size(MAX_UPLOAD)  # uploads (Gradio checks them) and files given by URL (we do)
 KEEP_MINUTES = env_number("LIPSYNC_KEEP_MINUTES", 60.0)  # results kept on disk this long
-OUTPUT_ROOT = Path(os.environ.get("LIPSYNC_OUTPUT_DIR", Path(tempfile.gettempdir()) / "lipsync-app"))
+CLEAN_EVERY_S = 600  # how often the app's old files are swept
 # Limits of a public server that differ from the CLI's (no limit there); the variables override them here too.
 APP_LIMITS = {"max_seconds": env_number("LIPSYNC_MAX_SECONDS", 120.0),  # longest audio accepted
               "time_limit": env_number("LIPSYNC_TIME_LIMIT", 900.0),  # longest a job may run
@@ -121,31 +129,33 @@ _active_jobs: set[Path] = set()  # folders of running jobs: the cleaner never to
 _active_lock = threading.Lock()
 
 
-def clean_old_outputs(now: float | None = None) -> None:
-    """Delete finished jobs' folders older than KEEP_MINUTES; run at every job's start and on a schedule."""
-    now = now or time.time()
+def clean_old_outputs(kept: set[str] | None = None) -> None:
+    """Delete the app's own files older than KEEP_MINUTES (app_files.sweep: finished jobs' folders, and with `kept`,
+    what Gradio keeps for as long as it runs, Gradio's temp files) and old cached face boxes; run at start-up, on a
+    schedule and at every job's start. Nothing the app did not make is touched."""
     prune_detection_cache(KEEP_MINUTES * 60)  # visitors' face boxes go with their results
-    if not OUTPUT_ROOT.is_dir():
-        return
     with _active_lock:
         active = set(_active_jobs)
-    for folder in OUTPUT_ROOT.iterdir():
-        try:
-            if folder not in active and now - folder.stat().st_mtime > KEEP_MINUTES * 60:
-                shutil.rmtree(folder, ignore_errors=True)
-        except FileNotFoundError:
-            pass
+    app_files.sweep(OUTPUT_ROOT, KEEP_MINUTES * 60, active, GRADIO_TEMP if kept is not None else None, kept or ())
 
 
-def start_cleaner(interval_s: float = 600) -> threading.Thread:
-    """Clean old results every `interval_s` seconds, so an idle server does not keep them forever."""
+def start_cleaner(demo: gr.Blocks, interval_s: float = CLEAN_EVERY_S,
+                  stop: threading.Event | None = None) -> threading.Thread:
+    """Sweep now (what a previous run left) and every `interval_s` seconds until `stop`, so an idle server keeps
+    nothing long."""
+    stop = stop or threading.Event()
+
+    def kept() -> set[str]:  # files Gradio keeps for as long as it runs (the examples)
+        return {str(p) for block in demo.blocks.values() for p in getattr(block, "keep_in_cache", ())}
+
     def loop() -> None:
         while True:
             try:
-                clean_old_outputs()
+                clean_old_outputs(kept())
             except OSError:
                 log.exception("cleaning old results failed")
-            time.sleep(interval_s)
+            if stop.wait(interval_s):
+                return
 
     thread = threading.Thread(target=loop, name="lipsync-cleaner", daemon=True)
     thread.start()
@@ -190,9 +200,8 @@ def run_job(settings: dict[str, Any], progress: Callable | None = None) -> tuple
     if not settings.get("audio"):
         raise gr.Error("Upload or record the audio first.")
     clean_old_outputs()
-    job_dir = OUTPUT_ROOT / uuid.uuid4().hex
-    job_dir.mkdir(parents=True, exist_ok=True)
     with _active_lock:
+        job_dir = app_files.new_job_dir(OUTPUT_ROOT)
         _active_jobs.add(job_dir)
     try:
         options = build_options(settings)
@@ -348,7 +357,8 @@ def named_handler(names: list[str], handler: Callable, defaults: dict[str, Any],
 def build_app() -> gr.Blocks:
     controls = Controls()
     add = controls.add
-    with gr.Blocks(title="lipsync", delete_cache=(1800, 3600)) as demo:
+    # Gradio deletes its temp files (uploads, copies of results) with the results; app_files sweeps the rest.
+    with gr.Blocks(title="lipsync", delete_cache=(CLEAN_EVERY_S, max(1, int(KEEP_MINUTES * 60)))) as demo:
         gr.Markdown("# lipsync\nMake the lips in a video or photo follow any audio, with Wav2Lip. "
                     "Upload a face and an audio track, check the face box, click **Sync lips**.")
         with gr.Row():
@@ -413,6 +423,8 @@ def build_app() -> gr.Blocks:
                 timeline = gr.Image(label="Face timeline (green: face synced, grey: frame left unchanged)",
                                     interactive=False, height=60, show_label=True)
 
+        for name in INPUTS:  # a file given by URL (API, MCP) is downloaded within the upload limit, not whole
+            app_files.cap_url_downloads(controls.components[name], MAX_UPLOAD_BYTES)
         names = controls.names
         defaults = {name: getattr(component, "value", None) for name, component in controls.components.items()}
         state = gr.State({}, time_to_live=KEEP_MINUTES * 60)  # a visitor's preview is forgotten with the results
@@ -482,10 +494,10 @@ def main() -> None:
         except LipSyncError as err:
             log.error("%s", err)
     demo = build_app()
-    start_cleaner()
+    start_cleaner(demo)
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
-                allowed_paths=[str(EXAMPLES)], mcp_server=args.mcp)
+                allowed_paths=[str(EXAMPLES), str(app_files.app_dir(OUTPUT_ROOT))], mcp_server=args.mcp)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
 from .detection import Detection
-from .files import sha256_file
+from .files import cache_home, sha256_file
 from .geometry import Box
 
-CACHE_DIR = Path(os.environ.get("LIPSYNC_CACHE_DIR", Path.home() / ".cache" / "lipsync" / "detections"))
+# Our own folder in the cache root: `prune_detection_cache` deletes only files in here that are named as we name
+# them, so a root pointed at a folder of other files ($LIPSYNC_CACHE_DIR=~/.config) loses nothing.
+CACHE_DIR = cache_home() / "detections"
 FORMAT_VERSION = 2
+KEY_LENGTH = 32
+OWN_FILE = re.compile(rf"[0-9a-f]{{{KEY_LENGTH}}}(\.json|\.\d+\.\d+\.partial)")  # entries, and stores cut short
 
 
 def cache_key(face: str, detector: str, resize_factor: int, rotate: bool, crop: tuple, static: bool,
@@ -29,7 +34,7 @@ def cache_key(face: str, detector: str, resize_factor: int, rotate: bool, crop: 
     """Everything raw detections depend on: the file's bytes and the settings applied before detection."""
     settings = json.dumps([FORMAT_VERSION, sha256_file(face), detector, resize_factor, rotate, list(crop), static,
                            det_max_side])
-    return hashlib.sha256(settings.encode()).hexdigest()[:32]
+    return hashlib.sha256(settings.encode()).hexdigest()[:KEY_LENGTH]
 
 
 def load(key: str, frames_needed: int) -> Optional[list[Detection]]:
@@ -39,8 +44,10 @@ def load(key: str, frames_needed: int) -> Optional[list[Detection]]:
         data = json.loads(path.read_text())
         detections = [Box.of(d) if d is not None else None for d in data["detections"]]
         complete = bool(data["complete"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return None
+    if not all(d is None or _plausible(d) for d in detections):
+        return None  # a damaged entry (an inverted or negative box) is detected again, and then overwritten
     if len(detections) < frames_needed and not complete:
         return None
     try:
@@ -48,6 +55,11 @@ def load(key: str, frames_needed: int) -> Optional[list[Detection]]:
     except OSError:
         pass
     return detections[:frames_needed]
+
+
+def _plausible(box: Box) -> bool:
+    """What a detector can have written: a non-empty box in non-negative frame pixels."""
+    return 0 <= box.x1 < box.x2 and 0 <= box.y1 < box.y2
 
 
 def store(key: str, detections: Sequence[Detection], complete: bool) -> None:
@@ -63,12 +75,13 @@ def store(key: str, detections: Sequence[Detection], complete: bool) -> None:
 
 def prune_detection_cache(max_age_seconds: float) -> int:
     """Delete cached detections not used for `max_age_seconds` (a public server keeps visitors' boxes no longer
-    than their results); returns how many were deleted."""
+    than their results); returns how many were deleted. Only files named as `store` names them are touched."""
     deleted = 0
     now = time.time()
-    for path in CACHE_DIR.glob("*.json") if CACHE_DIR.is_dir() else ():
+    for path in CACHE_DIR.iterdir() if CACHE_DIR.is_dir() else ():
         try:
-            if now - path.stat().st_mtime > max_age_seconds:
+            if OWN_FILE.fullmatch(path.name) and path.is_file() and not path.is_symlink() \
+                    and now - path.stat().st_mtime > max_age_seconds:
                 path.unlink()
                 deleted += 1
         except OSError:

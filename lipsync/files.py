@@ -19,14 +19,18 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def cache_home() -> Path:
+    """lipsync's cache root: $LIPSYNC_CACHE_DIR, else ~/.cache/lipsync. Each cache has its own folder inside it
+    (detections/, models/), so the root can be any folder: lipsync writes and prunes only inside its own
+    subfolders, never next to a file of yours. Read at each call."""
+    root = os.environ.get("LIPSYNC_CACHE_DIR")
+    return Path(root) if root else Path.home() / ".cache" / "lipsync"
+
+
 def cache_root() -> Path:
-    """Where converted models live: $LIPSYNC_MODEL_CACHE, else models/ in $LIPSYNC_CACHE_DIR when that is set
-    (the tests' temporary cache), else ~/.cache/lipsync/models. Read at each call."""
+    """Where converted models live: $LIPSYNC_MODEL_CACHE, else models/ in the cache root (`cache_home`)."""
     env = os.environ.get("LIPSYNC_MODEL_CACHE")
-    if env:
-        return Path(env)
-    shared = os.environ.get("LIPSYNC_CACHE_DIR")
-    return Path(shared) / "models" if shared else Path.home() / ".cache" / "lipsync" / "models"
+    return Path(env) if env else cache_home() / "models"
 
 
 def checkpoint_sha256(path: str | os.PathLike, root: Path | None = None) -> str:

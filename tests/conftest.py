@@ -15,6 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # detections cached by the tests stay out of the user's cache (~/.cache/lipsync)
 os.environ.setdefault("LIPSYNC_CACHE_DIR", tempfile.mkdtemp(prefix="lipsync-test-cache-"))
+# and the app imported by the tests keeps its results and Gradio's temp files out of the machine's temp folder
+os.environ.setdefault("LIPSYNC_OUTPUT_DIR", tempfile.mkdtemp(prefix="lipsync-test-output-"))
 
 import media  # noqa: E402
 

@@ -212,8 +212,12 @@ def _check_result(path: Path, case: Case, fps: float) -> None:
     assert abs(frames - expected) <= 2, (frames, case.seconds, fps)
 
 
-def _leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+def _leftovers(root: Path) -> list[str]:
+    """What the app keeps under its output root: its own folder's entries (app_files)."""
+    import app_files
+
+    folder = app_files.app_dir(root)
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
 # --- the command line ------------------------------------------------------------------------------------------

@@ -241,18 +241,18 @@ def test_the_display_copy_of_a_long_original_is_cut_to_the_result(attacks, tmp_p
 
 
 def test_the_cleaner_spares_running_jobs_and_old_face_boxes_go(app, monkeypatch, tmp_path):
+    import app_files
     from lipsync import cache
 
     monkeypatch.setattr(app, "OUTPUT_ROOT", tmp_path / "results")
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "boxes")
-    running, finished = tmp_path / "results" / "running", tmp_path / "results" / "finished"
-    running.mkdir(parents=True)
-    finished.mkdir()
-    cache.store("old", [None], complete=True)
+    running, finished = (app_files.new_job_dir(tmp_path / "results") for _ in range(2))
+    key = "0123456789abcdef" * 2
+    cache.store(key, [None], complete=True)
     old = time.time() - 3 * 3600
-    for path in (running, finished, tmp_path / "boxes" / "old.json"):
+    for path in (running, finished, tmp_path / "boxes" / f"{key}.json"):
         os.utime(path, (old, old))
     monkeypatch.setattr(app, "_active_jobs", {running})
     app.clean_old_outputs()
     assert running.exists() and not finished.exists()
-    assert not (tmp_path / "boxes" / "old.json").exists()
+    assert not (tmp_path / "boxes" / f"{key}.json").exists()
