@@ -95,7 +95,7 @@ def _decode_mono(cmd: list[str], channels: int, path: str) -> np.ndarray:
             proc.stdout.close()
         if code != 0:
             stderr_file.seek(0)
-            raise LipSyncError(f"Could not decode the audio of '{path}' ({ffmpeg.error_summary(stderr_file.read())}). "
+            raise LipSyncError(f"Could not decode the audio of '{path}' ({ffmpeg.failure(proc, stderr_file.read())}). "
                                "Convert it to WAV or MP3 and try again.")
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 

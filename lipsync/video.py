@@ -74,7 +74,7 @@ def read_frames(info: MediaInfo, max_frames: int = 0, sample_fps: float = 0.0) -
                     break
                 yield np.frombuffer(buf, dtype=np.uint8).reshape(height, width, 3)
             if proc.wait() != 0:
-                raise LipSyncError(f"Could not decode the video '{info.path}' ({_stderr_summary(stderr_file)}). "
+                raise LipSyncError(f"Could not decode the video '{info.path}' ({_stderr_summary(proc, stderr_file)}). "
                                    "The file may be damaged; re-export it as MP4 and try again.")
             if _truncated(stderr_file):
                 raise LipSyncError(f"The video '{info.path}' is truncated: it ends part-way through (an upload or "
@@ -84,9 +84,9 @@ def read_frames(info: MediaInfo, max_frames: int = 0, sample_fps: float = 0.0) -
             proc.stdout.close()
 
 
-def _stderr_summary(stderr_file) -> str:
+def _stderr_summary(proc: subprocess.Popen, stderr_file) -> str:
     stderr_file.seek(0)
-    return ffmpeg.error_summary(stderr_file.read())
+    return ffmpeg.failure(proc, stderr_file.read())
 
 
 def fps_fraction(fps: float) -> Fraction:
@@ -156,7 +156,7 @@ class VideoWriter:
         self._stderr = tempfile.TemporaryFile()
         # Its own session: a Ctrl-C in the terminal must not make ffmpeg finish the partial file on its own;
         # the writer decides (complete: moved into place; interrupted: killed and deleted).
-        self._proc = ffmpeg.popen(cmd, stdin=subprocess.PIPE, stderr=self._stderr)
+        self._proc = ffmpeg.popen(cmd, stdin=subprocess.PIPE, stderr=self._stderr, output=self.partial)
         self.frames_written = 0
         # A feeder thread writes to ffmpeg so that encoding overlaps the model; the queue bounds memory.
         self._queue: queue.Queue = queue.Queue(maxsize=4)
@@ -181,7 +181,7 @@ class VideoWriter:
     def write(self, frame: np.ndarray) -> None:
         if self._feed_error is not None:
             self._proc.wait()
-            raise LipSyncError(f"The video encoder stopped: {_stderr_summary(self._stderr)}")
+            raise LipSyncError(f"The video encoder stopped: {_stderr_summary(self._proc, self._stderr)}")
         if self.even_width != self.width or self.even_height != self.height:
             frame = np.pad(frame, ((0, self.even_height - self.height), (0, self.even_width - self.width), (0, 0)),
                            mode="edge")
@@ -218,13 +218,13 @@ class VideoWriter:
         self._stop_feeder()
         if self._feed_error is not None:
             self._proc.wait()
-            raise LipSyncError(f"The video encoder stopped: {_stderr_summary(self._stderr)}")
+            raise LipSyncError(f"The video encoder stopped: {_stderr_summary(self._proc, self._stderr)}")
         try:
             self._proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
         if self._proc.wait() != 0:
-            raise LipSyncError(f"Encoding the output failed: {_stderr_summary(self._stderr)}")
+            raise LipSyncError(f"Encoding the output failed: {_stderr_summary(self._proc, self._stderr)}")
         if self.frames_written == 0:
             raise LipSyncError("No frame was produced, so no video was written.")
         os.chmod(self.partial, 0o644)  # mkstemp makes it private; the result is an ordinary file
