@@ -35,7 +35,8 @@ _EXPORTS = {
     "SyncResult": "results", "FacePreview": "preview", "draw_boxes": "preview", "face_timeline": "timeline",
     "Box": "geometry", "load_model": "model", "resolve_checkpoint": "weights",
     "available_checkpoints": "weights", "prune_detection_cache": "cache", "CHECKPOINTS": "weights", "DEFAULT_CHECKPOINT": "weights",
-    "run_batch": "batch", "load_manifest": "batch", "BatchReport": "batch", "JobResult": "batch", "Job": "batch",
+    "run_batch": "batch", "load_manifest": "batch_manifest", "BatchReport": "batch_report", "JobResult": "batch_report",
+    "Job": "batch_manifest",
 }
 
 __all__ = ["LipSyncError", *_EXPORTS]

@@ -3,7 +3,8 @@
 It takes the flags of the official Wav2Lip inference.py with the same meanings; every
 setting flag is generated from its declaration in `lipsync.options`. Exit status 0
 means the output file is complete; any problem is one sentence on stderr and a
-non-zero status, never a traceback.
+non-zero status, never a traceback (the statuses: lipsync.flags). Ctrl-C and SIGTERM
+stop the job without leaving a partial file.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import sys
 import time
 
 from .errors import LipSyncError
-from .flags import add_setting
-from .options import EngineOptions, Options, declared
+from .flags import add_settings, command_status, sigterm_as_interrupt, split_args
 
 JOB_FLAGS = ("face", "audio", "outfile", "quiet")  # the job's files and the CLI's own switch: not settings
 FIRST_FRAME_STAGE = "Syncing lips"  # its first progress call comes once the first batch of frames is written
@@ -32,20 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio", required=True, help="audio file, or a video whose sound track to use")
     p.add_argument("--outfile", default="results/result_voice.mp4",
                    help="where to write the MP4 result (default: results/result_voice.mp4)")
-    for cls in (EngineOptions, Options):
-        for name, default, meta in declared(cls):
-            if meta.get("cli", True):
-                add_setting(p, name, default, meta)
+    add_settings(p)
     p.add_argument("--quiet", action="store_true", help="print only errors")
     return p
-
-
-def split_args(args: argparse.Namespace) -> tuple[EngineOptions, Options]:
-    """The parsed flags as the two option objects; flags not given keep their declared defaults."""
-    given = vars(args)
-    engine = {name: given[name] for name, _, _ in declared(EngineOptions) if name in given}
-    job = {name: given[name] for name, _, _ in declared(Options) if name in given}
-    return EngineOptions(**engine), Options(**job)
 
 
 class ProgressLine:
@@ -92,7 +81,7 @@ def _make_out_dir(outfile: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["batch"]:  # `python -m lipsync batch MANIFEST`: many clips, one model per worker
-        from .batch import main as batch_main
+        from .batch_cli import main as batch_main
 
         return batch_main(argv[1:])
     started = time.perf_counter()
@@ -101,31 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     try:
-        engine_options, options = split_args(args)
-        _make_out_dir(args.outfile)
-        from .engine import LipSync, check_inputs
-
-        check_inputs(args.face, args.audio, options)  # bad files are refused before the model loads
-        engine = LipSync(engine_options.checkpoint_path, device=engine_options.device)
-        if not args.quiet:
-            print(f"Model {engine.checkpoint_path} on {engine.device} (ready after "
-                  f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
-        result = engine.sync(args.face, args.audio, args.outfile, options, progress=progress)
-    except LipSyncError as err:
-        progress.close()
-        print(f"Error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        progress.close()
-        print("Stopped; no output was written.", file=sys.stderr)
-        return 130
-    except Exception as err:  # a bug: say so in one line, keep the traceback for those who ask
-        progress.close()
-        if os.environ.get("LIPSYNC_DEBUG"):
-            raise
-        print(f"Unexpected error ({type(err).__name__}: {err}). This is a bug in lipsync; rerun with "
-              "LIPSYNC_DEBUG=1 for the details and report them.", file=sys.stderr)
-        return 3
+        with sigterm_as_interrupt():
+            result = _sync(args, progress, started)
+    except BaseException as err:  # one sentence and an exit status (lipsync.flags); a bug re-raised when debugging
+        return command_status(err, "Stopped; no output was written.", progress.close)
     progress.close()
     if result.enhance_problem:  # the video is complete, without the enhancement that was asked for
         print(f"Warning: the mouth was not enhanced. {result.enhance_problem}", file=sys.stderr)
@@ -133,6 +101,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Face detector: {result.detector_label}", file=sys.stderr)
         print(f"Wrote {result.outfile}: {result.summary()}", file=sys.stderr)
     return 0
+
+
+def _sync(args: argparse.Namespace, progress: ProgressLine, started: float):
+    """The one job: options checked, inputs checked from their headers, then the model loaded and the clip synced."""
+    engine_options, options = split_args(args)
+    _make_out_dir(args.outfile)
+    from .engine import LipSync, check_inputs
+
+    check_inputs(args.face, args.audio, options)  # bad files are refused before the model loads
+    engine = LipSync(engine_options.checkpoint_path, device=engine_options.device)
+    if not args.quiet:
+        print(f"Model {engine.checkpoint_path} on {engine.device} (ready after "
+              f"{time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return engine.sync(args.face, args.audio, args.outfile, options, progress=progress)
 
 
 def console_main() -> None:

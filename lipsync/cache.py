@@ -14,7 +14,6 @@ import os
 import re
 import threading
 import time
-from pathlib import Path
 from typing import Optional, Sequence
 
 from .detection import Detection

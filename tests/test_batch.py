@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 import media
-from lipsync import batch
-from lipsync.batch import load_manifest, run_batch
+from lipsync import batch_cli, batch_manifest, batch_ray
+from lipsync.batch import run_batch
+from lipsync.batch_manifest import load_manifest
 from lipsync.options import Options
 from lipsync.probe import probe_media
 
@@ -49,7 +50,7 @@ BAD = [{"face": "missing.mp4", "audio": "speech.wav", "output": "out/missing.mp4
 
 
 def write_csv(path: Path, rows: list[dict]) -> Path:
-    columns = sorted({k for r in rows for k in r}, key=lambda c: (c not in batch.FILE_COLUMNS, c))
+    columns = sorted({k for r in rows for k in r}, key=lambda c: (c not in batch_manifest.FILE_COLUMNS, c))
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
@@ -126,7 +127,7 @@ def test_bad_manifest_is_refused_before_any_job(case, expected, clips, tmp_path,
     elif case == "bad json":
         manifest = tmp_path / "m.jsonl"
         manifest.write_text(json.dumps(rows[0]) + "\n{\"face\": oops}\n")
-    code = batch.main([str(manifest), "--detector", "haar", "--device", "cpu", "--checkpoint_path", "unused.pth"])
+    code = batch_cli.main([str(manifest), "--detector", "haar", "--device", "cpu", "--checkpoint_path", "unused.pth"])
     err = capsys.readouterr().err
     assert code == 2, err
     assert expected in err and err.startswith("Error: ") and "Traceback" not in err
@@ -142,7 +143,7 @@ def test_bad_manifest_is_refused_before_any_job(case, expected, clips, tmp_path,
 def test_local_batch_mixed_rerun_and_force(checkpoint, clips, capsys):
     manifest = write_csv(clips / "mixed.csv", GOOD + BAD)
     args = [str(manifest), "--detector", "haar", "--device", "cpu", "--checkpoint_path", str(checkpoint)]
-    assert batch.main(args) == 1  # some failed
+    assert batch_cli.main(args) == 1  # some failed
     err = capsys.readouterr().err
     report_path = clips / "mixed.report.csv"
     rows = list(csv.DictReader(report_path.open()))
@@ -166,7 +167,7 @@ def test_local_batch_mixed_rerun_and_force(checkpoint, clips, capsys):
 
     # A rerun skips what is complete and retries what failed.
     mtime = (clips / "out" / "a.mp4").stat().st_mtime_ns
-    assert batch.main(args) == 1
+    assert batch_cli.main(args) == 1
     jobs = list(csv.DictReader(report_path.open()))[:-1]
     assert [r["status"] for r in jobs] == ["skipped", "skipped", "failed", "failed", "failed"]
     assert (clips / "out" / "a.mp4").stat().st_mtime_ns == mtime
@@ -174,11 +175,11 @@ def test_local_batch_mixed_rerun_and_force(checkpoint, clips, capsys):
     # Only good rows: exit 0; a damaged output is not "complete" and is redone; --force redoes all.
     good = write_jsonl(clips / "good.jsonl", GOOD)
     (clips / "out" / "b.mp4").write_bytes(b"\x00" * 100)
-    assert batch.main([str(good), *args[1:], "--report", str(clips / "good.json")]) == 0
+    assert batch_cli.main([str(good), *args[1:], "--report", str(clips / "good.json")]) == 0
     report = json.loads((clips / "good.json").read_text())
     assert [j["status"] for j in report["jobs"]] == ["skipped", "done"]
     assert report["totals"]["skipped"] == 1 and report["totals"]["done"] == 1
-    assert batch.main([str(good), *args[1:], "--force"]) == 0
+    assert batch_cli.main([str(good), *args[1:], "--force"]) == 0
     report = json.loads((clips / "good.report.json").read_text())
     assert [j["status"] for j in report["jobs"]] == ["done", "done"]
     assert (clips / "out" / "a.mp4").stat().st_mtime_ns != mtime
@@ -230,6 +231,45 @@ def test_cli_dispatch_and_sigint(checkpoint, clips, tmp_path):
         assert probe_media(str(path)).duration > 0
 
 
+def test_local_workers_each_report_at_start_and_one_that_cannot_load_is_left_out(tmp_path, monkeypatch, caplog):
+    """Three worker processes, the first cannot load its model: the other two take every job; a worker that dies
+    mid-job fails that job alone; when none loads, the batch stops with the worker's sentence."""
+    import batch_stand_ins
+
+    from lipsync.batch_local import run_in_processes
+    from lipsync.batch_manifest import Job
+    from lipsync.errors import LipSyncError
+    from lipsync.options import EngineOptions
+
+    monkeypatch.setenv(batch_stand_ins.FIRST_MARKER, str(tmp_path / "first"))
+    names = ["1.txt", "2.txt", "die.txt", "4.txt", "5.txt", "6.txt"]
+    jobs = [Job(row, "face.mp4", "voice.wav", str(tmp_path / name)) for row, name in enumerate(names, 1)]
+    loaded = []
+    results = sorted(run_in_processes(jobs, EngineOptions(device="cpu"), 3, loaded.append,
+                                      make_worker=batch_stand_ins.first_fails), key=lambda r: r.row)
+    assert loaded == [2] and "could not load the model and is left out: The checkpoint 'x.pth'" in caplog.text
+    assert [r.status for r in results] == ["done", "done", "failed", "done", "done", "done"]
+    assert "worker process running it stopped (exit status 3)" in results[2].error
+    assert len({r.frames for r in results if r.status == "done"}) >= 1  # the surviving worker(s) ran them all
+    with pytest.raises(LipSyncError, match="The checkpoint 'x.pth' is damaged"):
+        list(run_in_processes(jobs[:2], EngineOptions(device="cpu"), 2, make_worker=batch_stand_ins.all_fail))
+
+
+def test_two_workers_from_the_command_line(checkpoint, clips, tmp_path):
+    """`--workers 2` (in the README): two processes, one model each, every job done or failed as alone."""
+    rows = [dict(r, output=str(tmp_path / Path(r["output"]).name), face=str(clips / r["face"]),
+                 audio=str(clips / r["audio"])) for r in GOOD + BAD[1:2] + [dict(GOOD[0], output="out/c.mp4")]]
+    manifest = write_jsonl(tmp_path / "two.jsonl", rows)
+    proc = cli(str(manifest), "--workers", "2", "--detector", "haar", "--device", "cpu", "--checkpoint_path",
+               str(checkpoint))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "two.report.json").read_text())
+    assert report["totals"]["workers"] == 2 and report["totals"]["done"] == 3 and report["totals"]["failed"] == 1
+    assert "No face was found" in next(j["error"] for j in report["jobs"] if j["status"] == "failed")
+    assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["a.mp4", "b.mp4", "c.mp4"]
+    assert not partial_files(tmp_path) and "Traceback" not in proc.stderr
+
+
 # ------------------------------------------------------------------------------------------ Ray
 
 
@@ -272,8 +312,8 @@ def test_ray_plan_requests_gpus_when_the_cluster_has_them():
             return self._nodes
 
     gpu = FakeRay({"CPU": 32, "GPU": 4}, [])
-    assert batch.ray_plan(gpu, None) == (4, {"num_gpus": 1, "num_cpus": 1})
+    assert batch_ray.ray_plan(gpu, None) == (4, {"num_gpus": 1, "num_cpus": 1})
     nodes = [{"Alive": True, "Resources": {"CPU": 8}}, {"Alive": True, "Resources": {"CPU": 16}}]
     cpu = FakeRay({"CPU": 24}, nodes)
-    assert batch.ray_plan(cpu, None) == (2, {"num_cpus": 8})  # one actor per node, using its cores
-    assert batch.ray_plan(cpu, 6) == (6, {"num_cpus": 4})
+    assert batch_ray.ray_plan(cpu, None) == (2, {"num_cpus": 8})  # one actor per node, using its cores
+    assert batch_ray.ray_plan(cpu, 6) == (6, {"num_cpus": 4})

@@ -1,0 +1,88 @@
+"""A batch worker: one loaded model and its face detectors, running jobs one after another.
+
+What a local worker process or a Ray actor holds. The model is what costs: loading it
+takes seconds and a clip of a few seconds takes about as long, so each worker loads it
+once and runs job after job (the one-clip CLI reloads it per clip).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from .batch_manifest import Job
+from .batch_report import JobResult
+from .errors import LipSyncError
+from .options import EngineOptions
+
+log = logging.getLogger("lipsync.batch")
+
+
+class Worker:
+    """One loaded model and its detectors, running jobs one after another: what a local process or Ray actor holds.
+
+    Loading never raises: an error (a bad checkpoint) is kept and returned by `ready`, so
+    the caller can drop this worker, or stop the batch when every worker failed, with
+    the sentence the user needs rather than a remote traceback.
+    """
+
+    def __init__(self, engine_options: EngineOptions, threads: int = 0, allow_download: bool = True) -> None:
+        self.load_error: str | None = None
+        self.engine = None
+        try:
+            if threads > 0:  # a worker sharing the cores with others must not start a thread per core
+                import torch
+
+                torch.set_num_threads(threads)
+            from .engine import LipSync
+
+            self.engine = LipSync(engine_options.checkpoint_path, engine_options.device, allow_download)
+        except LipSyncError as err:
+            self.load_error = str(err)
+        except Exception as err:  # noqa: BLE001  (reported as a sentence; the batch decides)
+            self.load_error = f"Loading the model failed ({type(err).__name__}: {err})."
+
+    def ready(self) -> str | None:
+        """None when the model is loaded, else the sentence saying why not."""
+        return self.load_error
+
+    def describe(self) -> str:
+        return f"{self.engine.checkpoint_path} on {self.engine.device}" if self.engine else "not loaded"
+
+    def run(self, job: Job) -> JobResult:
+        """Run one job; any failure becomes that job's result, so one bad row never stops the others."""
+        start = time.perf_counter()
+        if self.engine is None:
+            return JobResult.of(job, "failed", self.load_error or "The model is not loaded.")
+        try:
+            result = self.engine.sync(job.face, job.audio, job.output, job.options)
+        except LipSyncError as err:
+            return JobResult.of(job, "failed", str(err), seconds=time.perf_counter() - start)
+        except Exception as err:  # noqa: BLE001  (a bug, but one clip's bug must not cost the batch)
+            if os.environ.get("LIPSYNC_DEBUG"):
+                log.exception("job %s", job.row)
+            return JobResult.of(job, "failed", f"Unexpected error ({type(err).__name__}: {err}); this is a bug in "
+                                               "lipsync, rerun with LIPSYNC_DEBUG=1 for the details.",
+                                seconds=time.perf_counter() - start)
+        return JobResult.of(job, "done", frames=result.frames, seconds=time.perf_counter() - start)
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask, not the machine's total: containers and taskset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def default_workers() -> int:
+    """One worker per GPU; on a CPU one worker, whose model uses every core.
+
+    Measured on 2 cores (bench/RESULTS.md, batch section): two workers of one thread each
+    ran no faster than one worker of two threads, and each holds its own model and
+    detector in memory; one worker per GPU keeps each GPU busy with a model of its own.
+    """
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 1
