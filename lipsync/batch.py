@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from .batch_local import run_in_processes, run_in_this_process
 from .batch_manifest import Job, ManifestError, as_jobs
-from .batch_outputs import check_jobs, is_complete
+from .batch_outputs import check_jobs
 from .batch_ray import run_on_ray
 from .batch_report import BatchReport, JobResult
 from .batch_worker import default_workers
@@ -85,7 +85,7 @@ class BatchInterrupted(KeyboardInterrupt):
 def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = None, ray: str | bool | None = None,
               force: bool = False, progress: ProgressFn | None = None, checkpoint: str | None = None,
               device: str = "auto", base: str | os.PathLike | None = None,
-              defaults: Mapping[str, Any] | None = None) -> BatchReport:
+              defaults: Mapping[str, Any] | None = None, protected: Mapping[str, str] | None = None) -> BatchReport:
     """Run many jobs with the model loaded once per worker; returns the report of every job.
 
     `jobs`: Job objects (see `load_manifest`) or manifest-style dicts, e.g.
@@ -94,13 +94,15 @@ def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = Non
     $RAY_ADDRESS, else a new local one, or the one this process already started); a
     string, that address. `workers`: local processes or Ray actors (default: one per GPU,
     else one). Jobs whose output is already complete are skipped unless `force`.
+    `protected`: files no job may write, by what they are ({path: "manifest"}); see
+    batch_outputs.check_jobs for all that an output may not overwrite.
     Raises ManifestError before any job when the jobs cannot be run, LipSyncError when
     no worker could load the model, and BatchInterrupted (a KeyboardInterrupt, with the
     report so far) after Ctrl-C.
     """
     started = time.perf_counter()
     jobs = as_jobs(jobs, base, defaults)
-    check_jobs(jobs)
+    complete = check_jobs(jobs, force, protected)
     if workers is not None and workers < 1:
         raise ManifestError("--workers must be 1 or more.")
     engine_options = EngineOptions(checkpoint, device)
@@ -116,7 +118,7 @@ def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = Non
 
     todo = []
     for job in jobs:
-        if not force and is_complete(job.output):
+        if not force and job.row in complete:
             record(JobResult.of(job, "skipped"))
         else:
             todo.append(job)

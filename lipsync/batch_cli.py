@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on Ray: the cluster at ADDRESS, else $RAY_ADDRESS, else a local Ray instance")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes or Ray actors (default: one per GPU; on a CPU one, using all cores)")
-    p.add_argument("--force", action="store_true", help="redo jobs whose output already exists and is complete")
+    p.add_argument("--force", action="store_true",
+                   help="redo jobs whose output already exists and is complete, and overwrite an existing output that "
+                        "is not a complete video (never an input, the manifest or the report)")
     p.add_argument("--report", default=None,
                    help="where to write the report (.json: JSON, else CSV; default: next to the manifest, "
                         "<manifest name>.report.csv, or .report.json for a JSON-lines manifest)")
@@ -92,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         jobs = load_manifest(args.manifest, defaults)
         engine_options = _engine_options(engine)
-        check_jobs(jobs)  # before the progress bar: a refused batch prints its sentences alone
+        protected = {args.manifest: "manifest", report_path: "report"}
+        check_jobs(jobs, args.force, protected)  # before the progress bar: a refused batch prints its sentences alone
         progress = _Progress(len(jobs), args.quiet)
         report = run_batch(jobs, workers=args.workers, ray=args.ray, force=args.force, progress=progress,
-                           checkpoint=engine_options.checkpoint_path, device=engine_options.device)
+                           checkpoint=engine_options.checkpoint_path, device=engine_options.device,
+                           protected=protected)
         code = 0 if report.ok else EXIT_FAILED
     except BatchInterrupted as stop:  # the report is still written: what was done, what was cancelled
         report, code, stopped = stop.report, stop_status(stop), True

@@ -136,6 +136,39 @@ def test_bad_manifest_is_refused_before_any_job(case, expected, clips, tmp_path,
     assert not list(tmp_path.glob("*.report.*"))
 
 
+def test_a_batch_never_overwrites_inputs_the_manifest_the_report_or_other_files(clips, tmp_path, capsys):
+    """The rows from the issue (an output named important.txt, another row's audio, ...), the manifest and the
+    report as outputs, an input under another name: refused before any job, one sentence per row, files intact."""
+    import shutil
+
+    for name in ("anna.mp4", "anna.wav", "ben.wav"):
+        shutil.copy(clips / ("face.mp4" if name.endswith(".mp4") else "speech.wav"), tmp_path / name)
+    (tmp_path / "important.txt").write_text("my notes")
+    (tmp_path / "old.mp4").write_text("not a video")
+    os.link(tmp_path / "anna.wav", tmp_path / "anna_link.mp4")  # the same file as an input, under a video name
+    rows = [("anna.mp4", "anna.wav", "important.txt"), ("anna.mp4", "anna.wav", "ben.wav"),
+            ("anna.mp4", "ben.wav", "out3.mp4"), ("anna.mp4", "anna.wav", "jobs.csv"),
+            ("anna.mp4", "anna.wav", "jobs.report.csv"), ("anna.mp4", "anna.wav", "anna_link.mp4"),
+            ("anna.mp4", "anna.wav", "old.mp4"), ("anna.mp4", "anna.wav", "out3.mp4")]
+    manifest = write_csv(tmp_path / "jobs.csv", [dict(zip(batch_manifest.FILE_COLUMNS, r)) for r in rows])
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    code = batch_cli.main([str(manifest), "--detector", "haar", "--device", "cpu", "--checkpoint_path", "unused"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and all(line.startswith("Error: ") for line in lines) and len(lines) == 7, lines
+    expected = ["job 2, '{}/important.txt', is not named as a video", "Job 3 would overwrite the audio of job 4",
+                "Job 5 would overwrite the manifest", "Job 6 would overwrite the report",
+                "Job 7 would overwrite the audio of job 2, '{}/anna_link.mp4'",
+                "job 8, '{}/old.mp4', already exists and is not a complete video", "Jobs 4 and 9 both write"]
+    for line, text in zip(lines, expected):
+        assert text.format(tmp_path) in line, (line, text)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before and not list(tmp_path.glob("*.report.*"))
+    # --force lets the batch replace old.mp4, never an input, the manifest or the report.
+    code = batch_cli.main([str(manifest), "--force", "--detector", "haar", "--device", "cpu", "--checkpoint_path",
+                           "unused"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 6 and not any("old.mp4" in line for line in lines), lines
+
+
 # ------------------------------------------------------------------------------------------ local
 
 
@@ -172,9 +205,13 @@ def test_local_batch_mixed_rerun_and_force(checkpoint, clips, capsys):
     assert [r["status"] for r in jobs] == ["skipped", "skipped", "failed", "failed", "failed"]
     assert (clips / "out" / "a.mp4").stat().st_mtime_ns == mtime
 
-    # Only good rows: exit 0; a damaged output is not "complete" and is redone; --force redoes all.
+    # Only good rows: exit 0. A damaged output is not "complete": refused (it may be someone's file), unless --force.
     good = write_jsonl(clips / "good.jsonl", GOOD)
     (clips / "out" / "b.mp4").write_bytes(b"\x00" * 100)
+    assert batch_cli.main([str(good), *args[1:], "--report", str(clips / "good.json")]) == 2
+    assert "is not a complete video from an earlier run; move it away, or give --force" in capsys.readouterr().err
+    assert (clips / "out" / "b.mp4").read_bytes() == b"\x00" * 100
+    (clips / "out" / "b.mp4").unlink()
     assert batch_cli.main([str(good), *args[1:], "--report", str(clips / "good.json")]) == 0
     report = json.loads((clips / "good.json").read_text())
     assert [j["status"] for j in report["jobs"]] == ["skipped", "done"]
