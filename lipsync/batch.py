@@ -8,8 +8,8 @@ what they may overwrite), complete outputs skipped, the rest run by an executor
 (batch_local: this process or worker processes; batch_ray: Ray actors), one `JobResult`
 per job gathered into the `BatchReport` (batch_report). Each worker (batch_worker) loads
 the model once and turns any job's failure into that job's result, so one bad row never
-stops the others. Ctrl-C stops the jobs in flight (no partial files) and still returns
-the report, as `BatchInterrupted`.
+stops the others. Ctrl-C or SIGTERM stops the jobs in flight (no partial files) and
+still hands back the report, in `BatchInterrupted`.
 """
 
 from __future__ import annotations
@@ -27,43 +27,48 @@ from .batch_outputs import check_jobs
 from .batch_ray import run_on_ray
 from .batch_report import BatchReport, JobResult
 from .batch_worker import default_workers
+from .flags import Terminated, raise_terminated
 from .options import EngineOptions
 
 ProgressFn = Callable[[JobResult, int, int], None]  # (a finished job, jobs finished so far, jobs in all)
 
 
 class _InterruptFlag:
-    """Ctrl-C remembered as well as raised: Python drops a KeyboardInterrupt that lands in a garbage-collection
-    callback ("Exception ignored in ..."), and short jobs make that likely; the batch then stops after the job
-    that swallowed it, instead of running on. Only in the main thread, where signal handlers live."""
+    """Ctrl-C and SIGTERM remembered as well as raised: Python drops a KeyboardInterrupt that lands in a
+    garbage-collection callback ("Exception ignored in ..."), and short jobs make that likely; the batch then stops
+    after the job that swallowed it, instead of running on. Only in the main thread, where signal handlers live,
+    and only over handlers that are Python's defaults (or the command's own SIGTERM one)."""
 
     def __init__(self) -> None:
-        self.hit = False
-        self.previous = None
+        self.hit: KeyboardInterrupt | None = None
+        self.previous: dict[int, Any] = {}
         self.previous_hook = sys.unraisablehook
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self.previous = signal.signal(signal.SIGINT, self._on_sigint)
-            sys.unraisablehook = self._unraisable
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, defaults in ((signal.SIGINT, (signal.default_int_handler,)),
+                                 (signal.SIGTERM, (signal.SIG_DFL, raise_terminated))):
+            if signal.getsignal(signum) in defaults:
+                self.previous[signum] = signal.signal(signum, self._on_signal)
+        sys.unraisablehook = self._unraisable
 
     def _unraisable(self, info) -> None:
         if isinstance(info.exc_value, KeyboardInterrupt) and self.hit:
             return  # remembered above: no "Exception ignored" traceback for the user
         self.previous_hook(info)
 
-    def _on_sigint(self, signum, frame) -> None:
-        self.hit = True
-        raise KeyboardInterrupt
+    def _on_signal(self, signum, frame) -> None:
+        self.hit = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise self.hit
 
     def check(self) -> None:
         if self.hit:
-            raise KeyboardInterrupt
+            raise self.hit
 
     def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            sys.unraisablehook = self.previous_hook
-            self.previous = None
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+        sys.unraisablehook = self.previous_hook
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -75,11 +80,13 @@ class BatchInterrupted(KeyboardInterrupt):
 
 
 class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a batch: the jobs in flight were stopped (no partial files); `report` says what was done."""
+    """Ctrl-C or SIGTERM during a batch: the jobs in flight were stopped (no partial files); `report` says what
+    was done; `signal_number` which signal it was (lipsync.flags.stop_status makes it the exit status)."""
 
-    def __init__(self, report: BatchReport) -> None:
+    def __init__(self, report: BatchReport, signal_number: int = signal.SIGINT) -> None:
         super().__init__("batch stopped")
         self.report = report
+        self.signal_number = signal_number
 
 
 def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = None, ray: str | bool | None = None,
@@ -130,6 +137,7 @@ def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = Non
     def loaded(n: int) -> None:  # the workers whose model loaded: the report's count
         report.workers = n
 
+    stop: _InterruptFlag | None = None
     try:
         if todo:
             if use_ray:
@@ -147,10 +155,11 @@ def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = Non
             finally:
                 stop.restore()
                 stream.close()  # at once, not when collected: stops the jobs in flight and the workers
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
         report.interrupted = True
+        signal_number = getattr((stop and stop.hit) or err, "signal_number", signal.SIGINT)
     report.jobs = [results.get(job.row) or JobResult.of(job, "cancelled") for job in jobs]
     report.seconds = time.perf_counter() - started
     if report.interrupted:
-        raise BatchInterrupted(report)
+        raise BatchInterrupted(report, signal_number)
     return report

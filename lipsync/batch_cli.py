@@ -17,9 +17,9 @@ import sys
 from .batch import BatchInterrupted, run_batch
 from .batch_manifest import JSON_SUFFIXES, ManifestError, load_manifest
 from .batch_outputs import check_jobs
-from .batch_report import JobResult
+from .batch_report import BatchReport, JobResult
 from .errors import LipSyncError
-from .flags import EXIT_FAILED, add_settings, command_status, given_settings, stop_status
+from .flags import EXIT_FAILED, add_settings, command_status, given_settings, sigterm_as_interrupt, stop_status
 from .options import EngineOptions
 
 
@@ -54,18 +54,21 @@ def default_report_path(manifest: str) -> str:
 
 
 class _Progress:
-    """A bar over the jobs on stderr and one line per finished job (printed above the bar)."""
+    """A bar over the jobs on stderr (drawn from `start`) and one line per finished job (printed above the bar)."""
 
-    def __init__(self, total: int, quiet: bool) -> None:
+    def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.bar = None
-        if not quiet:
-            try:
-                from tqdm import tqdm
 
-                self.bar = tqdm(total=total, unit="job", file=sys.stderr, dynamic_ncols=True, leave=False)
-            except ImportError:
-                self.bar = None
+    def start(self, total: int) -> None:
+        if self.quiet:
+            return
+        try:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="job", file=sys.stderr, dynamic_ncols=True, leave=False)
+        except ImportError:
+            self.bar = None
 
     def __call__(self, result: JobResult, done: int, total: int) -> None:
         if not self.quiet or result.status == "failed":
@@ -80,6 +83,7 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,25 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
-    engine, defaults = given_settings(args)
     report_path = args.report or default_report_path(args.manifest)
-    progress: _Progress | None = None
+    progress = _Progress(args.quiet)
     stopped = False
     try:
-        jobs = load_manifest(args.manifest, defaults)
-        engine_options = _engine_options(engine)
-        protected = {args.manifest: "manifest", report_path: "report"}
-        check_jobs(jobs, args.force, protected)  # before the progress bar: a refused batch prints its sentences alone
-        progress = _Progress(len(jobs), args.quiet)
-        report = run_batch(jobs, workers=args.workers, ray=args.ray, force=args.force, progress=progress,
-                           checkpoint=engine_options.checkpoint_path, device=engine_options.device,
-                           protected=protected)
+        with sigterm_as_interrupt():
+            report = _run(args, report_path, progress)
         code = 0 if report.ok else EXIT_FAILED
     except BatchInterrupted as stop:  # the report is still written: what was done, what was cancelled
         report, code, stopped = stop.report, stop_status(stop), True
     except BaseException as err:  # one sentence per problem and an exit status (lipsync.flags)
-        return command_status(err, "Stopped before any job ran; no output was written.",
-                              progress.close if progress else lambda: None)
+        return command_status(err, "Stopped before any job ran; no output was written.", progress.close)
     progress.close()
     try:
         written = report.write(report_path)
@@ -118,9 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _engine_options(engine: dict) -> EngineOptions:
-    """The batch-wide settings; a bad one is a bad command line (exit status 2), like a bad manifest."""
+def _run(args: argparse.Namespace, report_path: str, progress: _Progress) -> BatchReport:
+    """Read and check the manifest (nothing runs when a row is refused), then run the batch."""
+    engine, defaults = given_settings(args)
+    jobs = load_manifest(args.manifest, defaults)
     try:
-        return EngineOptions(**engine)
-    except LipSyncError as err:
+        engine_options = EngineOptions(**engine)
+    except LipSyncError as err:  # a bad batch-wide setting is a bad command line (exit status 2), like a bad row
         raise ManifestError(str(err)) from None
+    protected = {args.manifest: "manifest", report_path: "report"}
+    check_jobs(jobs, args.force, protected)  # before the progress bar: a refused batch prints its sentences alone
+    progress.start(len(jobs))
+    return run_batch(jobs, workers=args.workers, ray=args.ray, force=args.force, progress=progress,
+                     checkpoint=engine_options.checkpoint_path, device=engine_options.device, protected=protected)

@@ -23,7 +23,7 @@ from .batch_manifest import Job
 from .batch_report import JobResult
 from .batch_worker import Worker, cpu_count
 from .errors import LipSyncError
-from .flags import Terminated
+from .flags import raise_terminated
 from .options import EngineOptions
 
 log = logging.getLogger("lipsync.batch")
@@ -187,7 +187,7 @@ def _serve(conn: Connection, engine_options: EngineOptions, threads: int, gpu: i
         if job is None:
             return
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _terminated)
+        signal.signal(signal.SIGTERM, raise_terminated)
         try:
             result = worker.run(job)
         except KeyboardInterrupt:
@@ -196,7 +196,3 @@ def _serve(conn: Connection, engine_options: EngineOptions, threads: int, gpu: i
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         conn.send(result)
-
-
-def _terminated(signum: int, frame: Any) -> None:
-    raise Terminated()

@@ -100,7 +100,8 @@ def stop_status(err: KeyboardInterrupt) -> int:
     return 128 + int(getattr(err, "signal_number", signal.SIGINT))
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
+def raise_terminated(signum: int, frame: Any) -> None:
+    """A SIGTERM handler: raise `Terminated` where the program is."""
     raise Terminated()
 
 
@@ -111,7 +112,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:

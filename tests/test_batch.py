@@ -242,8 +242,10 @@ def test_api_and_ctrl_c_report(checkpoint, clips, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_dispatch_and_sigint(checkpoint, clips, tmp_path):
-    """`python -m lipsync batch`: SIGINT during the batch exits 130 with the report written and no partial file."""
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_cli_dispatch_and_stopping(signum, status, checkpoint, clips, tmp_path):
+    """`python -m lipsync batch`: SIGINT or SIGTERM (`kill`, `docker stop`) during the batch exits 130 or 143 with
+    the report written and no partial file."""
     rows = [dict(GOOD[i % 2], output=str(tmp_path / "out" / f"{i}.mp4"),
                  face=str(clips / "face.mp4"), audio=str(clips / GOOD[i % 2]["audio"])) for i in range(40)]
     manifest = write_csv(tmp_path / "many.csv", rows)
@@ -252,13 +254,13 @@ def test_cli_dispatch_and_sigint(checkpoint, clips, tmp_path):
                              "--device", "cpu", "--checkpoint_path", str(checkpoint)], cwd=ROOT, env=env,
                             stderr=subprocess.PIPE, text=True)
     lines = []
-    for line in proc.stderr:  # wait for the first finished job, then stop the batch in the middle
+    for line in proc.stderr:  # wait for the first finished job, then stop the batch in the middle of the next
         lines.append(line)
         if " done " in line:
             break
-    proc.send_signal(signal.SIGINT)  # lands in the second job (or between jobs): both must stop the batch cleanly
+    proc.send_signal(signum)  # lands in the second job (or between jobs): both must stop the batch cleanly
     rest = proc.stderr.read()
-    assert proc.wait(timeout=60) == 130, "".join(lines) + rest
+    assert proc.wait(timeout=60) == status, "".join(lines) + rest
     assert "Stopped" in rest and "Traceback" not in rest
     statuses = [r["status"] for r in csv.DictReader((tmp_path / "many.report.csv").open())][:-1]
     assert statuses[0] == "done" and statuses[-1] == "cancelled" and set(statuses) <= {"done", "cancelled"}

@@ -95,7 +95,10 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def test_ctrl_c_leaves_no_output_no_temp_file_and_no_ffmpeg(checkpoint, tmp_path):
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_stopping_leaves_no_output_no_temp_file_and_no_ffmpeg(how, checkpoint, tmp_path):
+    """Ctrl-C (SIGINT to the terminal's whole group: exit 130) and SIGTERM to the CLI alone (`kill`, `timeout`,
+    `docker stop`: exit 143) both stop the job with no output, no partial file, no ffmpeg left running."""
     import signal
 
     face = media.make_face_video(tmp_path / "interrupted face.mp4", seconds=2.0)
@@ -115,9 +118,12 @@ def test_ctrl_c_leaves_no_output_no_temp_file_and_no_ffmpeg(checkpoint, tmp_path
         char = proc.stderr.read(1)
         assert char, f"the CLI ended before syncing: {seen}"
         seen += char
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
+    else:
+        proc.send_signal(signal.SIGTERM)  # what kill does: this process only
     err = seen + proc.stderr.read()
-    assert proc.wait(timeout=60) == 130, err
+    assert proc.wait(timeout=60) == (130 if how == "ctrl-c" else 143), err
     assert "Stopped; no output was written." in err and "Traceback" not in err
     assert list(out_dir.iterdir()) == [] and list(tmp.iterdir()) == []
     assert _processes_mentioning(str(face)) == []
