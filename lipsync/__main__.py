@@ -14,9 +14,10 @@ import logging
 import os
 import sys
 import time
+from typing import Callable
 
 from .errors import LipSyncError
-from .flags import add_settings, command_status, sigterm_as_interrupt, split_args
+from .flags import InterruptFlag, add_settings, command_status, split_args
 
 JOB_FLAGS = ("face", "audio", "outfile", "quiet")  # the job's files and the CLI's own switch: not settings
 FIRST_FRAME_STAGE = "Syncing lips"  # its first progress call comes once the first batch of frames is written
@@ -89,11 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     progress = ProgressLine(args.quiet, started)
     logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
+    stop = InterruptFlag()  # Ctrl-C and SIGTERM, even one that Python swallowed, stop the job at its next step
     try:
-        with sigterm_as_interrupt():
-            result = _sync(args, progress, started)
+        result = _sync(args, lambda stage, done, total: (stop.check(), progress(stage, done, total)), started)
     except BaseException as err:  # one sentence and an exit status (lipsync.flags); a bug re-raised when debugging
         return command_status(err, "Stopped; no output was written.", progress.close)
+    finally:
+        stop.restore()
     progress.close()
     if result.enhance_problem:  # the video is complete, without the enhancement that was asked for
         print(f"Warning: the mouth was not enhanced. {result.enhance_problem}", file=sys.stderr)
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _sync(args: argparse.Namespace, progress: ProgressLine, started: float):
+def _sync(args: argparse.Namespace, progress: Callable[[str, int, int], None], started: float):
     """The one job: options checked, inputs checked from their headers, then the model loaded and the clip synced."""
     engine_options, options = split_args(args)
     _make_out_dir(args.outfile)

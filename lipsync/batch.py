@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sys
-import threading
 import time
 from typing import Any, Callable, Iterable, Mapping
 
@@ -27,48 +25,10 @@ from .batch_outputs import check_jobs
 from .batch_ray import run_on_ray
 from .batch_report import BatchReport, JobResult
 from .batch_worker import default_workers
-from .flags import Terminated, raise_terminated
+from .flags import InterruptFlag
 from .options import EngineOptions
 
 ProgressFn = Callable[[JobResult, int, int], None]  # (a finished job, jobs finished so far, jobs in all)
-
-
-class _InterruptFlag:
-    """Ctrl-C and SIGTERM remembered as well as raised: Python drops a KeyboardInterrupt that lands in a
-    garbage-collection callback ("Exception ignored in ..."), and short jobs make that likely; the batch then stops
-    after the job that swallowed it, instead of running on. Only in the main thread, where signal handlers live,
-    and only over handlers that are Python's defaults (or the command's own SIGTERM one)."""
-
-    def __init__(self) -> None:
-        self.hit: KeyboardInterrupt | None = None
-        self.previous: dict[int, Any] = {}
-        self.previous_hook = sys.unraisablehook
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for signum, defaults in ((signal.SIGINT, (signal.default_int_handler,)),
-                                 (signal.SIGTERM, (signal.SIG_DFL, raise_terminated))):
-            if signal.getsignal(signum) in defaults:
-                self.previous[signum] = signal.signal(signum, self._on_signal)
-        sys.unraisablehook = self._unraisable
-
-    def _unraisable(self, info) -> None:
-        if isinstance(info.exc_value, KeyboardInterrupt) and self.hit:
-            return  # remembered above: no "Exception ignored" traceback for the user
-        self.previous_hook(info)
-
-    def _on_signal(self, signum, frame) -> None:
-        self.hit = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
-        raise self.hit
-
-    def check(self) -> None:
-        if self.hit:
-            raise self.hit
-
-    def restore(self) -> None:
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-        self.previous = {}
-        sys.unraisablehook = self.previous_hook
 
 
 class BatchInterrupted(KeyboardInterrupt):
@@ -137,27 +97,27 @@ def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = Non
     def loaded(n: int) -> None:  # the workers whose model loaded: the report's count
         report.workers = n
 
-    stop: _InterruptFlag | None = None
+    stop = InterruptFlag()
     try:
         if todo:
             if use_ray:
                 address = ray if isinstance(ray, str) and ray else None
                 stream = run_on_ray(todo, engine_options, workers, address, loaded)
             elif min(count, len(todo)) == 1:
-                stream = run_in_this_process(todo, engine_options, loaded)
+                stream = run_in_this_process(todo, engine_options, loaded, stop.check)
             else:
-                stream = run_in_processes(todo, engine_options, min(count, len(todo)), loaded)
-            stop = _InterruptFlag()
+                stream = run_in_processes(todo, engine_options, min(count, len(todo)), loaded, late=record)
             try:
                 for result in stream:
                     record(result)
                     stop.check()
             finally:
-                stop.restore()
                 stream.close()  # at once, not when collected: stops the jobs in flight and the workers
     except KeyboardInterrupt as err:
         report.interrupted = True
-        signal_number = getattr((stop and stop.hit) or err, "signal_number", signal.SIGINT)
+        signal_number = getattr(stop.hit or err, "signal_number", signal.SIGINT)
+    finally:
+        stop.restore()
     report.jobs = [results.get(job.row) or JobResult.of(job, "cancelled") for job in jobs]
     report.seconds = time.perf_counter() - started
     if report.interrupted:

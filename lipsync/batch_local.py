@@ -23,7 +23,7 @@ from .batch_manifest import Job
 from .batch_report import JobResult
 from .batch_worker import Worker, cpu_count
 from .errors import LipSyncError
-from .flags import raise_terminated
+from .flags import InterruptFlag
 from .options import EngineOptions
 
 log = logging.getLogger("lipsync.batch")
@@ -33,16 +33,17 @@ STOP_SECONDS = 60  # how long stopped workers get to unwind their jobs (delete p
 
 
 def run_in_this_process(jobs: Sequence[Job], engine_options: EngineOptions,
-                        started: Callable[[int], None] = lambda n: None) -> Iterator[JobResult]:
+                        started: Callable[[int], None] = lambda n: None,
+                        check: Callable[[], None] = lambda: None) -> Iterator[JobResult]:
     """One worker: this process loads the model once; Ctrl-C unwinds the job in flight, which deletes its partial
-    file."""
+    file. `check` is the batch's `InterruptFlag.check`, called at every step of a job."""
     worker = Worker(engine_options)
     if worker.ready():
         raise LipSyncError(worker.ready())
     log.info("Model %s", worker.describe())
     started(1)
     for job in jobs:
-        yield worker.run(job)
+        yield worker.run(job, check)
 
 
 @dataclass
@@ -56,11 +57,13 @@ class _Process:
 
 def run_in_processes(jobs: Sequence[Job], engine_options: EngineOptions, workers: int,
                      started: Callable[[int], None] = lambda n: None,
-                     make_worker: MakeWorker = Worker) -> Iterator[JobResult]:
+                     make_worker: MakeWorker = Worker,
+                     late: Callable[[JobResult], None] = lambda result: None) -> Iterator[JobResult]:
     """`workers` processes, one model each, fed one job at a time each (see the module doc).
 
     `started` is told how many workers loaded their model; `make_worker` builds the worker in each process
-    (a module-level callable: it is sent to a spawned process).
+    (a module-level callable: it is sent to a spawned process); `late` gets the results of jobs that finished
+    while the batch was being stopped (their outputs are complete: the report should say so).
     """
     context = multiprocessing.get_context("spawn")
     gpus = _gpus(engine_options, workers)
@@ -114,7 +117,7 @@ def run_in_processes(jobs: Sequence[Job], engine_options: EngineOptions, workers
                     pass
         raise
     finally:
-        _end(procs)
+        _end(procs, late)
 
 
 def _gpus(engine_options: EngineOptions, workers: int) -> list[int] | None:
@@ -149,14 +152,21 @@ def _loaded(procs: list[_Process]) -> list[_Process]:
     return good
 
 
-def _end(procs: list[_Process]) -> None:
-    """Tell idle workers to stop, give busy ones time to unwind, then make sure every process is gone."""
+def _end(procs: list[_Process], late: Callable[[JobResult], None]) -> None:
+    """Tell idle workers to stop, give busy ones time to unwind (or to hand over a job that finished meanwhile),
+    then make sure every process is gone."""
     for worker in procs:
         try:
             worker.conn.send(None)
         except (OSError, ValueError):
             pass
     for worker in procs:
+        if worker.job is not None:
+            try:
+                if worker.conn.poll(STOP_SECONDS):
+                    late(worker.conn.recv())
+            except (EOFError, OSError):
+                pass  # stopped mid-job: its writer deleted the partial file
         worker.process.join(timeout=STOP_SECONDS)
         if worker.process.is_alive():
             worker.process.kill()
@@ -187,12 +197,14 @@ def _serve(conn: Connection, engine_options: EngineOptions, threads: int, gpu: i
         if job is None:
             return
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, raise_terminated)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        stop = InterruptFlag()  # an interruption swallowed by a garbage-collection callback still ends the process
         try:
-            result = worker.run(job)
+            result = worker.run(job, stop.check)
         except KeyboardInterrupt:
             return
         finally:
+            stop.restore()
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         conn.send(result)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Callable
 
 from .batch_manifest import Job
 from .batch_report import JobResult
@@ -50,13 +51,18 @@ class Worker:
     def describe(self) -> str:
         return f"{self.engine.checkpoint_path} on {self.engine.device}" if self.engine else "not loaded"
 
-    def run(self, job: Job) -> JobResult:
-        """Run one job; any failure becomes that job's result, so one bad row never stops the others."""
+    def run(self, job: Job, check: Callable[[], None] = lambda: None) -> JobResult:
+        """Run one job; any failure becomes that job's result, so one bad row never stops the others.
+
+        `check` is called at every step of the job (each batch of frames) and may raise KeyboardInterrupt to stop
+        it: an interruption that Python swallowed (see lipsync.flags.InterruptFlag) still stops the job in flight.
+        """
         start = time.perf_counter()
         if self.engine is None:
             return JobResult.of(job, "failed", self.load_error or "The model is not loaded.")
         try:
-            result = self.engine.sync(job.face, job.audio, job.output, job.options)
+            result = self.engine.sync(job.face, job.audio, job.output, job.options,
+                                      progress=lambda stage, done, total: check())
         except LipSyncError as err:
             return JobResult.of(job, "failed", str(err), seconds=time.perf_counter() - start)
         except Exception as err:  # noqa: BLE001  (a bug, but one clip's bug must not cost the batch)

@@ -119,6 +119,45 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class InterruptFlag:
+    """Ctrl-C and SIGTERM remembered as well as raised (`Terminated` for SIGTERM): Python drops a KeyboardInterrupt
+    that lands in a garbage-collection callback ("Exception ignored in ..."), and short jobs make that likely; a
+    batch (or a batch worker) then stops after the job that swallowed it (`check`), instead of running on, and
+    prints no traceback. Only in the main thread, where signal handlers live, and only over handlers that are
+    Python's defaults (or `raise_terminated`); `restore` puts them back."""
+
+    def __init__(self) -> None:
+        self.hit: KeyboardInterrupt | None = None
+        self.previous: dict[int, Any] = {}
+        self.previous_hook = sys.unraisablehook
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum, defaults in ((signal.SIGINT, (signal.default_int_handler,)),
+                                 (signal.SIGTERM, (signal.SIG_DFL, raise_terminated))):
+            if signal.getsignal(signum) in defaults:
+                self.previous[signum] = signal.signal(signum, self._on_signal)
+        sys.unraisablehook = self._unraisable
+
+    def _unraisable(self, info) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt) and self.hit:
+            return  # remembered above: no "Exception ignored" traceback for the user
+        self.previous_hook(info)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.hit = Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        raise self.hit
+
+    def check(self) -> None:
+        if self.hit:
+            raise self.hit
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+        sys.unraisablehook = self.previous_hook
+
+
 def command_status(err: BaseException, stopped: str, before: Callable[[], None] = lambda: None) -> int:
     """What a command prints and returns when it ends with `err`: one sentence on stderr, never a traceback.
 
