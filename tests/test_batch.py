@@ -294,6 +294,7 @@ def test_local_workers_each_report_at_start_and_one_that_cannot_load_is_left_out
         list(run_in_processes(jobs[:2], EngineOptions(device="cpu"), 2, make_worker=batch_stand_ins.all_fail))
 
 
+@pytest.mark.slow
 def test_two_workers_from_the_command_line(checkpoint, clips, tmp_path):
     """`--workers 2` (in the README): two processes, one model each, every job done or failed as alone."""
     rows = [dict(r, output=str(tmp_path / Path(r["output"]).name), face=str(clips / r["face"]),

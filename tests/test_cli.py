@@ -95,7 +95,7 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+@pytest.mark.parametrize("how", ["ctrl-c", pytest.param("sigterm", marks=pytest.mark.slow)])
 def test_stopping_leaves_no_output_no_temp_file_and_no_ffmpeg(how, checkpoint, tmp_path):
     """Ctrl-C (SIGINT to the terminal's whole group: exit 130) and SIGTERM to the CLI alone (`kill`, `timeout`,
     `docker stop`: exit 143) both stop the job with no output, no partial file, no ffmpeg left running."""
