@@ -161,6 +161,10 @@ def _read_jsonl(text: str, path: str) -> list[tuple[int, dict[str, Any]]]:
         except json.JSONDecodeError as err:
             raise ManifestError(f"Line {number} of the manifest '{path}' is not valid JSON ({err.msg}); each line "
                                 "must be one object like {\"face\": ..., \"audio\": ..., \"output\": ...}.") from None
+        except RecursionError:  # lists in lists thousands deep: no row looks like that
+            raise ManifestError(f"Line {number} of the manifest '{path}' is nested too deeply to be a job; each line "
+                                "must be one flat object like {\"face\": ..., \"audio\": ..., \"output\": ...}.") \
+                from None
         if not isinstance(row, dict):
             raise ManifestError(f"Line {number} of the manifest '{path}' is not a JSON object; each line must be one "
                                 "object like {\"face\": ..., \"audio\": ..., \"output\": ...}.")

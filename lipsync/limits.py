@@ -18,6 +18,7 @@ from .options import Options
 from .probe import MediaInfo
 
 ProgressCallback = Callable[[str, int, int], None]
+MIN_SIDE = 16  # px: the smallest side a frame may have after --resize_factor (a face needs some pixels)
 
 
 def check_face(info: MediaInfo, options: Options, path: str) -> None:
@@ -31,6 +32,12 @@ def check_face(info: MediaInfo, options: Options, path: str) -> None:
         raise LipSyncError(f"'{path}' is {info.width}x{info.height}, larger than the limit of {options.max_side} px "
                            f"per side. Make a smaller copy first (e.g. 1/{factor} of the size), or raise the limit "
                            "(--max_side, LIPSYNC_MAX_SIDE).")
+    smaller = min(info.width, info.height) // options.resize_factor
+    if smaller < MIN_SIDE:
+        raise LipSyncError(f"--resize_factor {options.resize_factor} would shrink the {info.width}x{info.height} "
+                           f"picture of '{path}' to {info.width // options.resize_factor}x"
+                           f"{info.height // options.resize_factor}, too small for a face; use a factor that leaves "
+                           f"at least {MIN_SIDE} px a side (e.g. 1, 2 or 4).")
     if not info.is_image and options.max_fps and info.fps > options.max_fps:
         raise LipSyncError(f"'{path}' runs at {info.fps:.0f} frames per second, over the limit of "
                            f"{options.max_fps:.0f}. Re-export it at 25 or 30 fps, or raise the limit (--max_fps, "
@@ -66,6 +73,12 @@ def check_box(box: Box, height: int, width: int) -> None:
         raise LipSyncError(f"The face box {' '.join(map(str, box.tblr))} (top bottom left right) is not inside the "
                            f"{width}x{height} frame. Give 0 <= top < bottom <= {height} and 0 <= left < right <= "
                            f"{width} (--box, or 'Fixed face box' in the app), in pixels after any resize.")
+
+
+def check_point(point: tuple[int, int], height: int, width: int) -> None:
+    if not (0 <= point[0] < width and 0 <= point[1] < height):
+        raise LipSyncError(f"The face point {point[0]} {point[1]} is outside the {width}x{height} first frame; give x "
+                           "from 0 to the width and y from 0 to the height, in pixels after resize, rotate and crop.")
 
 
 def with_deadline(progress: ProgressCallback, seconds: float) -> ProgressCallback:

@@ -12,6 +12,7 @@ package they become `Box` objects (lipsync.geometry).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Iterator
@@ -39,10 +40,10 @@ def env_number(name: str, default: float) -> float:
     if raw is None or raw.strip() == "":
         return default
     try:
-        return type(default)(float(raw))
-    except ValueError:
-        raise LipSyncError(f"The environment variable {name}={raw!r} is not a number. Unset it or give a number.") \
-            from None
+        return type(default)(_finite(raw))
+    except (ValueError, OverflowError):
+        raise LipSyncError(f"The environment variable {name}={raw!r} is not a finite number. Unset it or give a "
+                           "number.") from None
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, metavar: Any = None,
@@ -149,6 +150,9 @@ class Options:
             raise LipSyncError(f"--enhance_strength must be between 0 and 1, not {self.enhance_strength:g}.")
         if self.fps <= 0:
             raise LipSyncError("--fps must be a positive number of frames per second, e.g. 25.")
+        if self.max_fps and self.fps > self.max_fps:
+            raise LipSyncError(f"--fps {self.fps:g} is over the limit of {self.max_fps:g} frames per second; give e.g. "
+                               "25, or raise the limit (--max_fps, LIPSYNC_MAX_FPS).")
         if self.face_det_batch_size < 1 or self.wav2lip_batch_size < 0:
             raise LipSyncError("Batch sizes must be 1 or more.")
         negative = [f.name for f in fields(self) if f.name.startswith(("max_", "det_max", "time_limit"))
@@ -207,17 +211,26 @@ def _normalise(options: Options, f) -> None:
         if isinstance(default, bool):
             value = bool(value)
         elif isinstance(default, tuple):
-            value = tuple(int(-1 if v is None else v) for v in value)
+            value = tuple(int(-1 if v is None else _finite(v) if isinstance(v, float) else v) for v in value)
             if len(value) != len(default):
                 parts = " ".join(f.metadata.get("metavar") or SIDES).lower()
                 raise LipSyncError(f"--{f.name} takes {len(default)} numbers: {parts}.")
         elif isinstance(default, int):
-            value = int(value)
+            value = int(_finite(value))
         elif isinstance(default, float):
-            value = float(value)
-    except (TypeError, ValueError):
-        raise LipSyncError(f"The setting {f.name} must be a number, not {value!r}.") from None
+            value = _finite(value)
+    except (TypeError, ValueError, OverflowError):
+        what = f"{len(default)} finite numbers" if isinstance(default, tuple) else "a finite number"
+        raise LipSyncError(f"The setting {f.name} must be {what}, not {value!r}.") from None
     object.__setattr__(options, f.name, value)
+
+
+def _finite(value: Any) -> float:
+    """A number as a float, refusing NaN and infinity (JSON's 1e400, a 'nan' in a CSV cell) with ValueError."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
 
 
 @dataclass(frozen=True)

@@ -91,8 +91,11 @@ def draw_boxes(preview: FacePreview, options: Options) -> np.ndarray:
     thickness = max(2, round(max(canvas.shape[:2]) / 300))
     fixed = options.fixed_box
     if fixed is not None:
+        limits.check_box(fixed, preview.frame_height, preview.frame_width)
         _rectangle(canvas, fixed, preview.scale, CROP_COLOUR, thickness)
         return cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB)
+    if options.point is not None:
+        limits.check_point(options.point, preview.frame_height, preview.frame_width)
     picked = preview.picked(options.point)
     for face in preview.faces:
         if face != picked:
