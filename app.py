@@ -38,6 +38,8 @@ from typing import Any, Callable
 
 import gradio as gr
 
+import app_queue
+
 from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, LipSyncError, Options, available_checkpoints, default_enhance,
                      display_copy, draw_boxes, enhance_seconds, env_number, face_preview, face_scan, face_timeline,
                      fetch_weights, gpu_seconds, prune_detection_cache, shared_engine)
@@ -49,6 +51,11 @@ EXAMPLES = ROOT / "examples"
 # Server settings, each from the environment with a default; the command line can override the network ones.
 CONCURRENCY = int(env_number("LIPSYNC_CONCURRENCY", 1))  # jobs run at once (protects the GPU)
 QUEUE_SIZE = int(env_number("LIPSYNC_QUEUE_SIZE", 16))  # jobs waiting before new ones are turned away
+PER_VISITOR = int(env_number("LIPSYNC_QUEUE_PER_VISITOR", 4))  # of them from one visitor (a page, a client session)
+# Each kind of work waits in its own lane (app_queue): previews and face checks never take a job's place.
+JOBS = app_queue.Lane("lipsync", "jobs", CONCURRENCY, QUEUE_SIZE, PER_VISITOR)
+PREVIEWS = app_queue.Lane("preview", "previews", 2, 32, 4)  # a visitor's page asks for one at a time
+SCANS = app_queue.Lane("scan", "face checks", 1, 8, 1)
 MAX_UPLOAD = os.environ.get("LIPSYNC_MAX_UPLOAD", "500mb")
 MAX_UPLOAD_BYTES = app_files.parse_size(MAX_UPLOAD)  # uploads (Gradio checks them) and files given by URL (we do)
 KEEP_MINUTES = env_number("LIPSYNC_KEEP_MINUTES", 60.0)  # results kept on disk this long
@@ -336,6 +343,20 @@ def validate_job(settings: dict[str, Any]) -> list[dict]:
     return [gr.validate(problem is None or name != problem[0], problem[1] if problem else "") for name in settings]
 
 
+def in_lane(lane: app_queue.Lane, demo: gr.Blocks, check: Callable[..., list[dict]] | None = None) -> Callable:
+    """A validator that admits the event to `lane` (a sentence when the lane is full, see app_queue), then runs
+    `check(settings, ...)` when given (else every input is fine)."""
+    def validate(settings: dict[str, Any], *rest: Any) -> list[dict]:
+        *extras, request = rest
+        problem = lane.admit(demo, request)
+        if problem is None and check is not None:
+            return check(settings)
+        fine = [gr.validate(True, "")] * (len(settings) + len(extras))
+        return [gr.validate(False, problem), *fine[1:]] if problem else fine  # said on the first input, the face
+
+    return validate
+
+
 def named_handler(names: list[str], handler: Callable, defaults: dict[str, Any], extra: dict[str, Any],
                   name: str | None = None) -> Callable:
     """A Gradio handler taking the controls' values positionally, named after the controls for the API.
@@ -349,6 +370,7 @@ def named_handler(names: list[str], handler: Callable, defaults: dict[str, Any],
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults.get(n)) for n in names]
     params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v) for n, v in extra.items()]
     call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    call.__annotations__ = {"request": gr.Request} if "request" in extra else {}  # Gradio passes it by annotation
     call.__name__ = name or handler.__name__  # the MCP tool's name
     call.__doc__ = handler.__doc__  # the API's and the MCP tool's description
     return call
@@ -430,26 +452,33 @@ def build_app() -> gr.Blocks:
         state = gr.State({}, time_to_live=KEEP_MINUTES * 60)  # a visitor's preview is forgotten with the results
         preview_handler = named_handler(names, preview, defaults, {"state": {}})
         redraw = dict(fn=preview_handler, inputs=[*controls.inputs, state], outputs=[box_preview, box_note, state],
-                      api_visibility="private")
+                      api_visibility="private", **PREVIEWS.events(),
+                      validator=named_handler(names, in_lane(PREVIEWS, demo), defaults, {"state": {}, "request": None}))
         for name in ("face", "resize_factor", "detector", "device"):
             controls.components[name].change(**redraw)
         for name in (n for n in names if n.startswith(("pads_", "box_", "face_point_"))):
             controls.components[name].change(**redraw, trigger_mode="always_last", show_progress="hidden")
         point = [controls.components["face_point_x"], controls.components["face_point_y"]]
-        box_preview.select(pick_face_point, inputs=[state], outputs=point, api_visibility="private")
-        face.change(lambda: (-1, -1), outputs=point, api_visibility="private")  # a new clip: the most prominent face
+        # Two cheap answers (no file is read): outside the queue, so they never take a place in it.
+        box_preview.select(pick_face_point, inputs=[state], outputs=point, api_visibility="private", queue=False)
+        face.change(lambda: (-1, -1), outputs=point, api_visibility="private",  # a new clip: the most prominent face
+                    queue=False)
 
         scan_button.click(named_handler(names, scan, defaults, {}), controls.inputs, scan_strip,
-                          api_visibility="private")
-        for name in ("face", "audio", "device", "enhance"):
+                          api_visibility="private", **SCANS.events(),
+                          validator=named_handler(names, in_lane(SCANS, demo), defaults, {"request": None}))
+        for name in ("face", "audio", "device", "enhance"):  # reads headers only: a preview's lane
             controls.components[name].change(named_handler(names, enhance_cost, defaults, {}), controls.inputs,
-                                             enhance_note, api_visibility="private", show_progress="hidden")
+                                             enhance_note, api_visibility="private", show_progress="hidden",
+                                             **PREVIEWS.events(), validator=named_handler(
+                                                 names, in_lane(PREVIEWS, demo), defaults, {"request": None}))
         job = named_handler(names, run_job, defaults, {"progress": gr.Progress()}, name="lipsync")
         if spaces is not None:  # on ZeroGPU: ask for what this clip needs (a no-op decorator elsewhere)
             job = spaces.GPU(job, duration=named_handler(names, lambda settings, progress=None: job_seconds(settings),
                                                          defaults, {"progress": None}))
         run.click(job, controls.inputs, [original, result, download, stats, timeline], api_name="lipsync",
-                  validator=named_handler(names, validate_job, defaults, {}), show_progress_on=[stats])
+                  validator=named_handler(names, in_lane(JOBS, demo, validate_job), defaults, {"request": None}),
+                  show_progress_on=[stats], **JOBS.events())
         if EXAMPLES.is_dir():
             gr.Examples(examples=[[str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "speech.wav")],
                                   [str(EXAMPLES / "astronaut.mp4"), str(EXAMPLES / "speech.wav")]],
@@ -495,7 +524,9 @@ def main() -> None:
             log.error("%s", err)
     demo = build_app()
     start_cleaner(demo)
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
+    # Every event through the queue (api_open=False: a direct POST would skip it, and its limits, off Spaces).
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=app_queue.queue_size([JOBS, PREVIEWS, SCANS]),
+               api_open=False)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
                 allowed_paths=[str(EXAMPLES), str(app_files.app_dir(OUTPUT_ROOT))], mcp_server=args.mcp)
 

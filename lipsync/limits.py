@@ -62,7 +62,8 @@ def check_work(info: MediaInfo, options: Options, frames: int, path: str) -> Non
     """The whole job (output frames x source pixels) stays within the work limit."""
     megapixel_frames = frames * info.width * info.height / 1e6
     if options.max_work and megapixel_frames > options.max_work:
-        raise LipSyncError(f"This job is too large: {frames} frames of {info.width}x{info.height} "
+        plural = "s" if frames != 1 else ""
+        raise LipSyncError(f"This job is too large: {frames} frame{plural} of {info.width}x{info.height} "
                            f"({megapixel_frames:,.0f} megapixel-frames, over the limit of {options.max_work:,.0f}). "
                            "Use shorter audio or a smaller video, or raise the limit (--max_work, "
                            "LIPSYNC_MAX_WORK).")
@@ -81,12 +82,15 @@ def check_point(point: tuple[int, int], height: int, width: int) -> None:
                            "from 0 to the width and y from 0 to the height, in pixels after resize, rotate and crop.")
 
 
-def with_deadline(progress: ProgressCallback, seconds: float) -> ProgressCallback:
-    """`progress`, stopping the job with a clear error once it has run `seconds` (0: never).
+def with_deadline(progress: ProgressCallback, seconds: float, what: str = "The job",
+                  advice: str = "Use shorter audio, a smaller video (the resize option) or a fixed face box"
+                  ) -> ProgressCallback:
+    """`progress`, stopping the work with a clear error once it has run `seconds` (0: never).
 
     The pipeline reports progress at every batch and while it waits for faces, so the
     job stops within a batch of the limit; the output is then not written (nothing is lost
-    but the unfinished job).
+    but the unfinished job). The face check before a job (`preview.scan_faces`) reports
+    every frame it looks at.
     """
     if not seconds:
         return progress
@@ -94,9 +98,8 @@ def with_deadline(progress: ProgressCallback, seconds: float) -> ProgressCallbac
 
     def report(stage: str, done: int, total: int) -> None:
         if time.monotonic() > deadline:
-            raise LipSyncError(f"The job ran longer than the limit of {seconds:.0f} s and was stopped. Use shorter "
-                               "audio, a smaller video (the resize option) or a fixed face box, or raise the limit "
-                               "(--time_limit, LIPSYNC_TIME_LIMIT).")
+            raise LipSyncError(f"{what} ran longer than the limit of {seconds:.0f} s and was stopped. {advice}, or "
+                               "raise the limit (--time_limit, LIPSYNC_TIME_LIMIT).")
         progress(stage, done, total)
 
     return report

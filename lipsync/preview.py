@@ -62,10 +62,14 @@ class FacePreview:
 
 
 def make_preview(face: str, options: Options, device: str = "cpu") -> FacePreview:
-    """Probe, check the limits, decode the first frame and detect its faces (on `device`)."""
+    """Probe, check the limits (size, rate, work, time), decode the first frame and detect its faces (on `device`)."""
     info = probe_media(face)
     limits.check_face(info, options, face)
+    limits.check_work(info, options, 1, face)
+    deadline = limits.with_deadline(lambda *args: None, options.time_limit, "The face-box preview",
+                                    "Use a smaller video (the resize option) or a fixed face box")
     frame = FaceSource(info, options.with_changes(static=True)).first()
+    deadline("Decoding", 1, 1)
     height, width = frame.shape[:2]
     choice = get_detector(options.detector, device, options.face_det_batch_size, det_max_side=options.det_max_side)
     detection, faces, scores = None, (), ()
@@ -76,6 +80,7 @@ def make_preview(face: str, options: Options, device: str = "cpu") -> FacePrevie
     elif options.fixed_box is None:
         detection = choice.detector.detect([frame])[0]
         faces, scores = ((detection,), (1.0,)) if detection is not None else ((), ())
+    deadline("Detecting faces", 1, 1)
     scale = min(1.0, PREVIEW_SIDE / max(height, width))
     small = cv2.resize(frame, (max(1, round(width * scale)), max(1, round(height * scale))),
                        interpolation=cv2.INTER_AREA) if scale < 1 else frame.copy()
@@ -120,13 +125,18 @@ SCAN_SAMPLES = 120  # frames looked at when a whole clip is scanned for faces be
 
 def scan_faces(face: str, options: Options, device: str = "cpu", samples: int = SCAN_SAMPLES) -> list[bool]:
     """Whether a face is found, at up to `samples` moments evenly spread over the clip: the face timeline
-    before a job, so a person sees where the sync would be missing and can change pads, crop or box first."""
+    before a job, so a person sees where the sync would be missing and can change pads, crop or box first.
+    Within the job's limits: the work of the frames it looks at (checked first), and the time (checked at each)."""
     from .video import read_frames
 
     info = probe_media(face)
     limits.check_face(info, options, face)
     if options.fixed_box is not None:
         return [True]
+    looks = 1 if info.is_image else max(1, min(samples, round(info.duration * info.fps) or samples))
+    limits.check_work(info, options, looks, face)
+    deadline = limits.with_deadline(lambda *args: None, options.time_limit, "Checking the faces through the clip",
+                                    "Use a smaller video (the resize option) or a fixed face box")
     source = FaceSource(info, options.with_changes(static=info.is_image))
     choice = get_detector(options.detector, device, options.face_det_batch_size, det_max_side=options.det_max_side)
     if info.is_image:
@@ -135,4 +145,8 @@ def scan_faces(face: str, options: Options, device: str = "cpu", samples: int = 
         rate = min(info.fps, samples / max(info.duration, 0.04))
         frames = (source.prepare(f) for f in read_frames(info, max_frames=samples, sample_fps=rate))
     clip = ClipDetection(choice.detector, consecutive=False)  # the looks are far apart: no motion between them
-    return [clip([frame])[0] is not None for frame in frames]  # one at a time, each starting from the last face
+    found: list[bool] = []
+    for frame in frames:  # one at a time, each starting from the last face, within the time limit
+        deadline("Checking faces", len(found), samples)
+        found.append(clip([frame])[0] is not None)
+    return found

@@ -90,3 +90,21 @@ def test_a_damaged_face_box_cache_entry_is_detected_again(tmp_path, monkeypatch)
     assert cache.load("b" * 32, 1) is None
     cache.store("c" * 32, [Box(10, 10, 50, 60), None], complete=True)
     assert cache.load("c" * 32, 2) == [Box(10, 10, 50, 60), None]
+
+
+def test_the_face_check_and_the_preview_keep_to_the_time_and_work_limits(tmp_path):
+    """Before a job, the face check through the clip and the preview obey the job's limits: stopped with a
+    sentence (the app applies its own limits to both)."""
+    import media
+    from lipsync import face_preview, face_scan
+
+    clip = media.make_face_video(tmp_path / "clip.mp4", seconds=1.0)
+    with pytest.raises(LipSyncError, match="Checking the faces through the clip ran longer than the limit of 0 s"):
+        face_scan(str(clip), Options(detector="haar", time_limit=1e-6))
+    with pytest.raises(LipSyncError, match=r"too large: 25 frames of 320x240"):
+        face_scan(str(clip), Options(detector="haar", max_work=1))
+    with pytest.raises(LipSyncError, match="The face-box preview ran longer than the limit"):
+        face_preview(str(clip), Options(detector="haar", time_limit=1e-6))
+    with pytest.raises(LipSyncError, match=r"too large: 1 frame of 320x240"):
+        face_preview(str(clip), Options(detector="haar", max_work=0.01))
+    assert len(face_scan(str(clip), Options(detector="haar", time_limit=60, max_work=100))) == 25

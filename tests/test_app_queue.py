@@ -1,0 +1,40 @@
+"""The app's queue lanes: every queued event of the page has a lane and a validator that keeps to it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import app_queue
+
+
+def _demo_waiting(lane: str, sessions: list[str]) -> SimpleNamespace:
+    """A stand-in for Gradio's queue: the sessions of the events waiting in `lane`."""
+    events = [SimpleNamespace(session_hash=s) for s in sessions]
+    return SimpleNamespace(_queue=SimpleNamespace(event_queue_per_concurrency_id={
+        lane: SimpleNamespace(queue=events)}))
+
+
+def test_a_lane_turns_away_a_visitor_with_enough_waiting_and_everyone_when_full():
+    lane = app_queue.Lane("scan", "face checks", running=1, waiting=4, per_visitor=2)
+    demo = _demo_waiting("scan", ["a", "a", "b"])
+    assert "You already have 2 face checks waiting" in lane.problem(demo, "a")
+    assert lane.problem(demo, "b") is None and lane.problem(demo, "c") is None
+    full = _demo_waiting("scan", ["a", "b", "c", "d"])
+    assert "The queue is full (4 face checks waiting" in lane.problem(full, "e")
+    assert lane.problem(SimpleNamespace(), "a") is None  # no queue yet (or a Gradio that moved it): no refusal
+    assert app_queue.queue_size([lane, lane]) == 8
+
+
+def test_every_queued_event_of_the_page_waits_in_a_lane_with_its_validator():
+    """Previews, face checks and jobs each have their lane; the two cheap events skip the queue; nothing can be
+    called past the queue (api_open is off in main())."""
+    import app
+
+    demo = app.build_app()
+    lanes = {lane.name: lane for lane in (app.JOBS, app.PREVIEWS, app.SCANS)}
+    queued = [fn for fn in demo.fns.values() if fn.fn is not None and fn.queue]
+    assert {fn.concurrency_id for fn in queued} == set(lanes)
+    for fn in queued:
+        assert fn.validator is not None and fn.concurrency_limit == lanes[fn.concurrency_id].running, fn.name
+    unqueued = {fn.name for fn in demo.fns.values() if fn.fn is not None and not fn.queue}
+    assert unqueued == {"pick_face_point", "<lambda>", "load_example"}  # cheap: the click, the reset, an example
