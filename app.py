@@ -28,6 +28,7 @@ except ImportError:  # anywhere else there is no GPU decorator
     spaces = None
 
 import argparse
+import dataclasses
 import inspect
 import logging
 import re
@@ -40,9 +41,9 @@ import gradio as gr
 
 import app_queue
 
-from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, LipSyncError, Options, available_checkpoints, default_enhance,
-                     display_copy, draw_boxes, enhance_seconds, env_number, face_preview, face_scan, face_timeline,
-                     fetch_weights, gpu_seconds, prune_detection_cache, shared_engine)
+from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, EngineOptions, LipSyncError, Options, available_checkpoints,
+                     default_enhance, display_copy, draw_boxes, enhance_seconds, env_number, face_preview, face_scan,
+                     face_timeline, fetch_weights, gpu_seconds, prune_detection_cache, shared_engine)
 
 log = logging.getLogger("lipsync.app")
 ROOT = Path(__file__).resolve().parent
@@ -183,23 +184,7 @@ def user_error(err: Exception) -> gr.Error:
 
 
 def run_job(settings: dict[str, Any], progress: Callable | None = None) -> tuple[str, str, str, str, Any]:
-    """Make the lips of the face in a video or photo follow an audio track (Wav2Lip).
-
-    Args:
-        face: a video or a photo with the face to lip-sync.
-        audio: the speech (any audio file, or a video whose sound to use).
-        pads_top: pixels added above the detected face box.
-        pads_bottom: pixels added below the face box (raise it until the chin is inside).
-        pads_left: pixels added left of the face box.
-        pads_right: pixels added right of the face box.
-        resize_factor: divide the resolution by this first (1, 2 or 4).
-        face_point_x: x of a point on the face to sync in the first frame (pixels; -1: the most prominent face).
-        face_point_y: y of that point (pixels; -1: the most prominent face).
-
-    Returns:
-        the original (for display), the lip-synced MP4, the same file to download, the job's stats, and the
-        face timeline (an image: one column per frame, green where the face was synced).
-    """
+    """The click on Sync lips (and the /lipsync endpoint, the MCP tool: their description is `api_description`)."""
     progress = progress or (lambda *args, **kwargs: None)
     face = settings.get("face")
     if not face:
@@ -357,8 +342,44 @@ def in_lane(lane: app_queue.Lane, demo: gr.Blocks, check: Callable[..., list[dic
     return validate
 
 
+FILE_HELP = {"face": "a video or a photo with the face to lip-sync",
+             "audio": "the speech (any audio file, or a video whose sound to use)",
+             "checkpoint_path": f"the Wav2Lip weights: one of {', '.join(CHECKPOINTS)}, or '{CUSTOM}' for the file "
+                                "the server names"}
+
+
+def api_description(names: list[str]) -> str:
+    """The /lipsync endpoint's and the MCP tool's description: each parameter with its setting's own help (from
+    lipsync.Options), so it cannot drift from the settings; how files are passed and how big they may be."""
+    helps = {f.name: f.metadata.get("help", "") for cls in (Options, EngineOptions) for f in dataclasses.fields(cls)}
+    lines = []
+    for name in names:
+        field, _, part = name.rpartition("_")
+        if name in FILE_HELP:
+            text = FILE_HELP[name]
+        elif name not in helps and field in helps:  # one side of a rectangle, one axis of a point
+            text = f"{helps[field]} (this parameter: the {part} {'coordinate' if part in ('x', 'y') else 'side'})"
+        else:
+            text = helps[name]
+        lines.append(f"    {name}: {text}.")
+    limit = app_files.describe_size(MAX_UPLOAD_BYTES)
+    return "\n".join([
+        "Make the lips of the face in a video or photo follow an audio track (Wav2Lip).",
+        "",
+        f"Files (face, audio) are given as https:// URLs, up to {limit} each (LIPSYNC_MAX_UPLOAD), or as data: "
+        "URLs (base64); an MCP request may be at most 4 MiB in all, so data: URLs only for files of about 3 MB "
+        "together (a larger one is answered with HTTP 413: use a URL).",
+        "",
+        "Args:", *lines,
+        "",
+        "Returns:",
+        "    the original (for display), the lip-synced MP4, the same file to download, the job's stats, and the",
+        "    face timeline (an image: one column per frame, green where the face was synced).",
+    ])
+
+
 def named_handler(names: list[str], handler: Callable, defaults: dict[str, Any], extra: dict[str, Any],
-                  name: str | None = None) -> Callable:
+                  name: str | None = None, doc: str | None = None) -> Callable:
     """A Gradio handler taking the controls' values positionally, named after the controls for the API.
 
     Its signature lists the controls by setting name (so API callers can pass them by
@@ -372,7 +393,7 @@ def named_handler(names: list[str], handler: Callable, defaults: dict[str, Any],
     call.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     call.__annotations__ = {"request": gr.Request} if "request" in extra else {}  # Gradio passes it by annotation
     call.__name__ = name or handler.__name__  # the MCP tool's name
-    call.__doc__ = handler.__doc__  # the API's and the MCP tool's description
+    call.__doc__ = doc or handler.__doc__  # the API's and the MCP tool's description
     return call
 
 
@@ -472,7 +493,8 @@ def build_app() -> gr.Blocks:
                                              enhance_note, api_visibility="private", show_progress="hidden",
                                              **PREVIEWS.events(), validator=named_handler(
                                                  names, in_lane(PREVIEWS, demo), defaults, {"request": None}))
-        job = named_handler(names, run_job, defaults, {"progress": gr.Progress()}, name="lipsync")
+        job = named_handler(names, run_job, defaults, {"progress": gr.Progress()}, name="lipsync",
+                            doc=api_description(names))
         if spaces is not None:  # on ZeroGPU: ask for what this clip needs (a no-op decorator elsewhere)
             job = spaces.GPU(job, duration=named_handler(names, lambda settings, progress=None: job_seconds(settings),
                                                          defaults, {"progress": None}))

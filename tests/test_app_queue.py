@@ -38,3 +38,24 @@ def test_every_queued_event_of_the_page_waits_in_a_lane_with_its_validator():
         assert fn.validator is not None and fn.concurrency_limit == lanes[fn.concurrency_id].running, fn.name
     unqueued = {fn.name for fn in demo.fns.values() if fn.fn is not None and not fn.queue}
     assert unqueued == {"pick_face_point", "<lambda>", "load_example"}  # cheap: the click, the reset, an example
+
+
+def test_the_api_and_mcp_description_is_made_from_the_settings_own_help():
+    """Every parameter of /lipsync (and of the MCP tool) is described by its setting's help, and the size limits
+    of files (the upload limit for URLs, the MCP request's 4 MiB for data: URLs) are stated."""
+    import dataclasses
+    import inspect
+
+    import app
+    from lipsync import Options
+
+    demo = app.build_app()
+    job = next(fn for fn in demo.fns.values() if fn.api_name == "lipsync").fn
+    doc = job.__doc__
+    names = [n for n in inspect.signature(job).parameters if n != "progress"]
+    described = {line.split(":", 1)[0].strip() for line in doc.split("Args:")[1].split("Returns:")[0].splitlines()
+                 if ":" in line}
+    assert described == set(names)
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(Options)}
+    assert f"pads_bottom: {helps['pads']}" in doc and f"blend: {helps['blend']}." in doc
+    assert "up to 500 MB each (LIPSYNC_MAX_UPLOAD)" in doc and "at most 4 MiB" in doc
