@@ -329,15 +329,15 @@ def validate_job(settings: dict[str, Any]) -> list[dict]:
 
 
 def in_lane(lane: app_queue.Lane, demo: gr.Blocks, check: Callable[..., list[dict]] | None = None) -> Callable:
-    """A validator that admits the event to `lane` (a sentence when the lane is full, see app_queue), then runs
-    `check(settings, ...)` when given (else every input is fine)."""
+    """A validator that runs `check(settings)` when given (else every input is fine), then admits the event to
+    `lane` (a sentence on the face input when the lane is full, see app_queue)."""
     def validate(settings: dict[str, Any], *rest: Any) -> list[dict]:
         *extras, request = rest
+        verdicts = check(settings) if check else [gr.validate(True, "")] * (len(settings) + len(extras))
+        if not all(v.get("is_valid", True) for v in verdicts):
+            return verdicts  # refused for its inputs: never admitted to the lane
         problem = lane.admit(demo, request)
-        if problem is None and check is not None:
-            return check(settings)
-        fine = [gr.validate(True, "")] * (len(settings) + len(extras))
-        return [gr.validate(False, problem), *fine[1:]] if problem else fine  # said on the first input, the face
+        return [gr.validate(False, problem), *verdicts[1:]] if problem else verdicts  # said on the face input
 
     return validate
 

@@ -13,8 +13,12 @@ client picks; a public server needs a rate limit per address in front of it for 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
+
+ADMITTED_SECONDS = 30.0  # an admitted event that never reached the queue (its request failed) is forgotten then
 
 
 @dataclass(frozen=True)
@@ -26,32 +30,45 @@ class Lane:
     running: int
     waiting: int
     per_visitor: int
+    # Events admitted but not yet in Gradio's queue (validators of simultaneous requests run side by side, and
+    # Gradio queues an event only after its validator returns): by their request, with their session and time.
+    _admitted: dict = field(default_factory=dict, compare=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     def events(self) -> dict[str, Any]:
         """The arguments that put an event listener in this lane."""
         return {"concurrency_id": self.name, "concurrency_limit": self.running}
 
-    def problem(self, demo: Any, session: str | None) -> str | None:
-        """Why one more event may not wait in this lane now (one sentence), or None.
-
-        Reads Gradio's queue (its per-group lists of waiting events). Should a Gradio release move them, the lanes
-        stop limiting rather than the page stop working; tests/test_serving.py would then fail.
-        """
-        groups = getattr(getattr(demo, "_queue", None), "event_queue_per_concurrency_id", None) or {}
-        group = groups.get(self.name)
-        waiting = list(getattr(group, "queue", ()))
-        if len(waiting) >= self.waiting:
-            return (f"The queue is full ({len(waiting)} {self.what} waiting, the most this server takes). Try again "
-                    "in a few minutes.")
-        mine = sum(1 for event in waiting if session and getattr(event, "session_hash", None) == session)
-        if mine >= self.per_visitor:
-            return (f"You already have {mine} {self.what} waiting, the most one visitor may have here; wait for "
-                    "them to finish.")
-        return None
-
     def admit(self, demo: Any, request: Any) -> str | None:
-        """`problem` for `request`'s visitor (a validator then refuses the event with that sentence)."""
-        return self.problem(demo, getattr(request, "session_hash", None))
+        """Admit one more event from `request`'s visitor, or say why not (one sentence; the validator refuses the
+        event with it).
+
+        Reads Gradio's queue (its per-group lists of waiting events, and the running ones). Should a Gradio
+        release move them, the lanes stop limiting rather than the page stop working; tests/test_serving.py and
+        tests/test_app_queue.py would then fail.
+        """
+        session = getattr(request, "session_hash", None)
+        key = id(getattr(request, "request", request))  # Gradio keeps this very object on the queued event
+        queue = getattr(demo, "_queue", None)
+        group = (getattr(queue, "event_queue_per_concurrency_id", None) or {}).get(self.name)
+        with self._lock:
+            waiting = [getattr(e, "session_hash", None) for e in list(getattr(group, "queue", ()))]
+            seen = {id(getattr(e, "request", None)) for e in list(getattr(group, "queue", ()))}
+            seen |= {id(getattr(e, "request", None)) for jobs in list(getattr(queue, "active_jobs", ()) or ())
+                     for e in (jobs or ())}
+            now = time.monotonic()
+            for old in [k for k, (_, at) in self._admitted.items() if k in seen or now - at > ADMITTED_SECONDS]:
+                del self._admitted[old]
+            waiting += [s for s, _ in self._admitted.values()]
+            if len(waiting) >= self.waiting:
+                return (f"The queue is full ({len(waiting)} {self.what} waiting, the most this server takes). Try "
+                        "again in a few minutes.")
+            mine = sum(1 for s in waiting if session and s == session)
+            if mine >= self.per_visitor:
+                return (f"You already have {mine} {self.what} waiting, the most one visitor may have here; wait for "
+                        "them to finish.")
+            self._admitted[key] = (session, now)
+        return None
 
 
 def queue_size(lanes: list[Lane]) -> int:

@@ -23,11 +23,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serving(checkpoint: Path, log_path: Path, output_dir: Path, *flags: str) -> Iterator[str]:
-    """The app on http://127.0.0.1:PORT/ (yielded) with a random-weight checkpoint, its output in `log_path`."""
+def serving(checkpoint: Path, log_path: Path, output_dir: Path, *flags: str,
+            env: dict[str, str] | None = None) -> Iterator[str]:
+    """The app on http://127.0.0.1:PORT/ (yielded) with a random-weight checkpoint, its output in `log_path`;
+    `env`: more variables for it."""
     port = free_port()
     env = dict(os.environ, LIPSYNC_CHECKPOINT=str(checkpoint), HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
-               LIPSYNC_OUTPUT_DIR=str(output_dir))
+               LIPSYNC_OUTPUT_DIR=str(output_dir), **(env or {}))
     with open(log_path, "w") as log:
         proc = subprocess.Popen([sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), *flags],
                                 cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -9,20 +9,39 @@ import app_queue
 
 def _demo_waiting(lane: str, sessions: list[str]) -> SimpleNamespace:
     """A stand-in for Gradio's queue: the sessions of the events waiting in `lane`."""
-    events = [SimpleNamespace(session_hash=s) for s in sessions]
-    return SimpleNamespace(_queue=SimpleNamespace(event_queue_per_concurrency_id={
+    events = [SimpleNamespace(session_hash=s, request=object()) for s in sessions]
+    return SimpleNamespace(_queue=SimpleNamespace(active_jobs=[], event_queue_per_concurrency_id={
         lane: SimpleNamespace(queue=events)}))
+
+
+def _request(session: str) -> SimpleNamespace:
+    return SimpleNamespace(session_hash=session, request=object())
 
 
 def test_a_lane_turns_away_a_visitor_with_enough_waiting_and_everyone_when_full():
     lane = app_queue.Lane("scan", "face checks", running=1, waiting=4, per_visitor=2)
     demo = _demo_waiting("scan", ["a", "a", "b"])
-    assert "You already have 2 face checks waiting" in lane.problem(demo, "a")
-    assert lane.problem(demo, "b") is None and lane.problem(demo, "c") is None
-    full = _demo_waiting("scan", ["a", "b", "c", "d"])
-    assert "The queue is full (4 face checks waiting" in lane.problem(full, "e")
-    assert lane.problem(SimpleNamespace(), "a") is None  # no queue yet (or a Gradio that moved it): no refusal
+    assert "You already have 2 face checks waiting" in lane.admit(demo, _request("a"))
+    assert lane.admit(demo, _request("b")) is None  # admitted: counted until Gradio queues it
+    assert "The queue is full (4 face checks waiting" in lane.admit(demo, _request("c"))
+    assert app_queue.Lane("x", "jobs", 1, 4, 2).admit(SimpleNamespace(), _request("a")) is None  # no queue: admit
     assert app_queue.queue_size([lane, lane]) == 8
+
+
+def test_a_burst_of_simultaneous_requests_is_counted_before_gradio_queues_any():
+    """Validators of requests that arrive together run side by side, before any of their events is queued: the
+    lane counts what it admitted, so a burst gets no more than its share; once queued, an event counts once."""
+    lane = app_queue.Lane("lipsync", "jobs", running=1, waiting=16, per_visitor=2)
+    demo = _demo_waiting("lipsync", [])
+    burst = [_request("a") for _ in range(17)]
+    verdicts = [lane.admit(demo, r) for r in burst]
+    assert verdicts[:2] == [None, None] and all("You already have 2 jobs" in v for v in verdicts[2:])
+    queued = demo._queue.event_queue_per_concurrency_id["lipsync"].queue
+    queued += [SimpleNamespace(session_hash="a", request=r.request) for r in burst[:2]]  # Gradio queues them
+    assert "You already have 2 jobs" in lane.admit(demo, _request("a"))  # not 4: each counted once
+    queued.clear()  # both started running
+    demo._queue.active_jobs = [[SimpleNamespace(session_hash="a", request=r.request) for r in burst[:2]]]
+    assert lane.admit(demo, _request("a")) is None
 
 
 def test_every_queued_event_of_the_page_waits_in_a_lane_with_its_validator():
