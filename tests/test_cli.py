@@ -154,3 +154,27 @@ def test_every_setting_is_declared_through_setting():
             assert "help" in f.metadata, f"{cls.__name__}.{f.name} is not declared with setting(...)"
     with pytest.raises(ValueError):
         setting(1, " ")
+
+
+def test_readme_exit_statuses_are_the_ones_the_commands_return():
+    import re
+
+    from lipsync import flags
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("| status | meaning")[1].split("\n\n")[0]
+    documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
+    assert documented == {0, flags.EXIT_FAILED, flags.EXIT_USAGE, flags.EXIT_BUG,
+                          flags.stop_status(KeyboardInterrupt()), flags.stop_status(flags.Terminated())}
+    assert (flags.EXIT_FAILED, flags.EXIT_USAGE, flags.EXIT_BUG) == (1, 2, 3)
+
+
+def test_an_unexpected_error_is_status_3_with_one_line(capsys, monkeypatch):
+    from lipsync import flags
+
+    monkeypatch.delenv("LIPSYNC_DEBUG", raising=False)
+    assert flags.command_status(RuntimeError("boom"), "Stopped.") == 3
+    assert "Unexpected error (RuntimeError: boom). This is a bug in lipsync" in capsys.readouterr().err
+    monkeypatch.setenv("LIPSYNC_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        flags.command_status(RuntimeError("boom"), "Stopped.")
