@@ -328,20 +328,6 @@ def validate_job(settings: dict[str, Any]) -> list[dict]:
     return [gr.validate(problem is None or name != problem[0], problem[1] if problem else "") for name in settings]
 
 
-def in_lane(lane: app_queue.Lane, demo: gr.Blocks, check: Callable[..., list[dict]] | None = None) -> Callable:
-    """A validator that runs `check(settings)` when given (else every input is fine), then admits the event to
-    `lane` (a sentence on the face input when the lane is full, see app_queue)."""
-    def validate(settings: dict[str, Any], *rest: Any) -> list[dict]:
-        *extras, request = rest
-        verdicts = check(settings) if check else [gr.validate(True, "")] * (len(settings) + len(extras))
-        if not all(v.get("is_valid", True) for v in verdicts):
-            return verdicts  # refused for its inputs: never admitted to the lane
-        problem = lane.admit(demo, request)
-        return [gr.validate(False, problem), *verdicts[1:]] if problem else verdicts  # said on the face input
-
-    return validate
-
-
 FILE_HELP = {"face": "a video or a photo with the face to lip-sync",
              "audio": "the speech (any audio file, or a video whose sound to use)",
              "checkpoint_path": f"the Wav2Lip weights: one of {', '.join(CHECKPOINTS)}, or '{CUSTOM}' for the file "
@@ -473,8 +459,8 @@ def build_app() -> gr.Blocks:
         state = gr.State({}, time_to_live=KEEP_MINUTES * 60)  # a visitor's preview is forgotten with the results
         preview_handler = named_handler(names, preview, defaults, {"state": {}})
         redraw = dict(fn=preview_handler, inputs=[*controls.inputs, state], outputs=[box_preview, box_note, state],
-                      api_visibility="private", **PREVIEWS.events(),
-                      validator=named_handler(names, in_lane(PREVIEWS, demo), defaults, {"state": {}, "request": None}))
+                      api_visibility="private", **PREVIEWS.events(), validator=named_handler(
+                          names, PREVIEWS.validator(demo), defaults, {"state": {}, "request": None}))
         for name in ("face", "resize_factor", "detector", "device"):
             controls.components[name].change(**redraw)
         for name in (n for n in names if n.startswith(("pads_", "box_", "face_point_"))):
@@ -487,19 +473,19 @@ def build_app() -> gr.Blocks:
 
         scan_button.click(named_handler(names, scan, defaults, {}), controls.inputs, scan_strip,
                           api_visibility="private", **SCANS.events(),
-                          validator=named_handler(names, in_lane(SCANS, demo), defaults, {"request": None}))
+                          validator=named_handler(names, SCANS.validator(demo), defaults, {"request": None}))
         for name in ("face", "audio", "device", "enhance"):  # reads headers only: a preview's lane
             controls.components[name].change(named_handler(names, enhance_cost, defaults, {}), controls.inputs,
                                              enhance_note, api_visibility="private", show_progress="hidden",
                                              **PREVIEWS.events(), validator=named_handler(
-                                                 names, in_lane(PREVIEWS, demo), defaults, {"request": None}))
+                                                 names, PREVIEWS.validator(demo), defaults, {"request": None}))
         job = named_handler(names, run_job, defaults, {"progress": gr.Progress()}, name="lipsync",
                             doc=api_description(names))
         if spaces is not None:  # on ZeroGPU: ask for what this clip needs (a no-op decorator elsewhere)
             job = spaces.GPU(job, duration=named_handler(names, lambda settings, progress=None: job_seconds(settings),
                                                          defaults, {"progress": None}))
         run.click(job, controls.inputs, [original, result, download, stats, timeline], api_name="lipsync",
-                  validator=named_handler(names, in_lane(JOBS, demo, validate_job), defaults, {"request": None}),
+                  validator=named_handler(names, JOBS.validator(demo, validate_job), defaults, {"request": None}),
                   show_progress_on=[stats], **JOBS.events())
         if EXAMPLES.is_dir():
             gr.Examples(examples=[[str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "speech.wav")],

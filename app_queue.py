@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 ADMITTED_SECONDS = 30.0  # an admitted event that never reached the queue (its request failed) is forgotten then
 
@@ -69,6 +69,23 @@ class Lane:
                         "them to finish.")
             self._admitted[key] = (session, now)
         return None
+
+
+    def validator(self, demo: Any, check: Callable[[dict[str, Any]], list[dict]] | None = None) -> Callable:
+        """A Gradio validator (to wrap in the app's named handler: settings by name, extras, then the request):
+        `check(settings)` when given (else every input is fine), then `admit`; a refusal is said on the first
+        input (the face), where the page shows it."""
+        import gradio as gr
+
+        def validate(settings: dict[str, Any], *rest: Any) -> list[dict]:
+            *extras, request = rest
+            verdicts = check(settings) if check else [gr.validate(True, "")] * (len(settings) + len(extras))
+            if not all(v.get("is_valid", True) for v in verdicts):
+                return verdicts  # refused for its inputs: never admitted to the lane
+            problem = self.admit(demo, request)
+            return [gr.validate(False, problem), *verdicts[1:]] if problem else verdicts
+
+        return validate
 
 
 def queue_size(lanes: list[Lane]) -> int:

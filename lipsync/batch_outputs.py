@@ -4,9 +4,10 @@ Outputs are written atomically by the engine's VideoWriter (a hidden partial fil
 moved into place only when ffmpeg has finished), so a file at an output path is always
 complete. A rerun therefore skips a job whose output probes as a video of positive
 duration (`is_complete`); probing rather than trusting existence also tells a file put
-there by something else, which is refused rather than overwritten. We chose this over a sidecar marker: no extra file next to
-every output, and outputs made by an earlier run or by the one-clip CLI count too. What
-it cannot see is a changed row (other pads, a replaced input): use --force for that.
+there by something else, which is refused rather than overwritten. We chose this over a
+sidecar marker: no extra file next to every output, and outputs made by an earlier run
+or by the one-clip CLI count too. What it cannot see is a changed row (other pads, a
+replaced input): use --force for that.
 """
 
 from __future__ import annotations
