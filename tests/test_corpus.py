@@ -212,12 +212,16 @@ def _check_result(path: Path, case: Case, fps: float) -> None:
     assert abs(frames - expected) <= 2, (frames, case.seconds, fps)
 
 
-def _leftovers(root: Path) -> list[str]:
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _app_leftovers(root: Path) -> list[str]:
     """What the app keeps under its output root: its own folder's entries (app_files)."""
     import app_files
 
     folder = app_files.app_dir(root)
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    return _leftovers(folder) if folder.is_dir() else []
 
 
 # --- the command line ------------------------------------------------------------------------------------------
@@ -301,12 +305,12 @@ def _run_app(app, case: Case, corpus, tmp_path, monkeypatch):
 def test_app_refuses_with_one_clear_sentence(case, app, corpus, tmp_path, monkeypatch):
     import gradio as gr
 
-    before = _leftovers(app.OUTPUT_ROOT)
+    before = _app_leftovers(app.OUTPUT_ROOT)
     with pytest.raises(gr.Error) as raised:
         _run_app(app, case, corpus, tmp_path, monkeypatch)
     assert re.search(case.expect, raised.value.message), raised.value.message
     assert "Traceback" not in raised.value.message
-    assert _leftovers(app.OUTPUT_ROOT) == before  # the failed job's folder is gone
+    assert _app_leftovers(app.OUTPUT_ROOT) == before  # the failed job's folder is gone
     assert not corpus["payload marker"].exists()
 
 
