@@ -83,8 +83,8 @@ def limit_generator(device: str, batch: int, n: int, checkpoint: Path) -> tuple[
     import numpy as np
     import torch
 
-    from lipsync.model import load_model
-    from lipsync.runner import ModelRunner as Generator
+    from lipsync.generator import ModelRunner as Generator
+    from lipsync.generator import load_model
 
     from hostpeak import gflop_per_face
 
@@ -117,8 +117,8 @@ def precision_check(device: str, work: Path, checkpoint: Path) -> None:
     import media
     from lipsync import audio
     from lipsync.faces import HaarDetector
-    from lipsync.model import load_model
-    from lipsync.runner import ModelRunner as Generator
+    from lipsync.generator import ModelRunner as Generator
+    from lipsync.generator import load_model
     from lipsync.probe import probe_media
     from lipsync.video import VideoWriter, read_frames
 

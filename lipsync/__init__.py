@@ -33,7 +33,7 @@ _EXPORTS = {
     "default_enhance": "engine", "enhance_seconds": "engine", "probe_media": "probe",
     "Options": "options", "EngineOptions": "options", "env_number": "options",
     "SyncResult": "results", "FacePreview": "preview", "draw_boxes": "preview", "face_timeline": "timeline",
-    "Box": "geometry", "load_model": "model", "resolve_checkpoint": "weights",
+    "Box": "geometry", "load_model": "generator", "resolve_checkpoint": "weights",
     "available_checkpoints": "weights", "prune_detection_cache": "cache", "CHECKPOINTS": "weights", "DEFAULT_CHECKPOINT": "weights",
     "run_batch": "batch", "load_manifest": "batch_manifest", "BatchReport": "batch_report", "JobResult": "batch_report",
     "Job": "batch_manifest",

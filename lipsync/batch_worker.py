@@ -14,6 +14,7 @@ from typing import Callable
 
 from .batch_manifest import Job
 from .batch_report import JobResult
+from .devices import import_torch
 from .errors import LipSyncError
 from .options import EngineOptions
 
@@ -33,12 +34,12 @@ class Worker:
         self.engine = None
         try:
             if threads > 0:  # a worker sharing the cores with others must not start a thread per core
-                import torch
-
-                torch.set_num_threads(threads)
+                torch = import_torch()  # S3FD and the PyTorch backend; OpenVINO is given `threads` below
+                if torch is not None:
+                    torch.set_num_threads(threads)
             from .engine import LipSync
 
-            self.engine = LipSync(engine_options.checkpoint_path, engine_options.device, allow_download)
+            self.engine = LipSync(engine_options.checkpoint_path, engine_options.device, allow_download, threads)
         except LipSyncError as err:
             self.load_error = str(err)
         except Exception as err:  # noqa: BLE001  (reported as a sentence; the batch decides)
@@ -89,6 +90,5 @@ def default_workers() -> int:
     ran no faster than one worker of two threads, and each holds its own model and
     detector in memory; one worker per GPU keeps each GPU busy with a model of its own.
     """
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 1
+    torch = import_torch()  # None in the CPU install: one worker
+    return torch.cuda.device_count() if torch is not None and torch.cuda.is_available() else 1

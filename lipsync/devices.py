@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import importlib.util
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Sequence, TypeVar
 
 from .errors import LipSyncError
+from .options import DEVICES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -27,24 +31,67 @@ FRAME_BUDGET_BYTES = int(float(os.environ.get("LIPSYNC_FRAME_BUDGET_MB", "256"))
 
 # What a GPU's driver leaves on Linux: NVIDIA (CUDA), AMD ROCm (also torch.cuda), a GPU passed into WSL.
 GPU_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
+NVIDIA_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl")
+GPU_REQUIREMENTS = "requirements-gpu.txt"  # what installs PyTorch (and S3FD) on top of the CPU install
 
 
 def no_gpu_here() -> bool:
     """True on Linux with no GPU driver at all: then 'auto' is the CPU, known without importing torch.
 
-    Importing torch costs about 1.3 s of a CPU job's start, and a CPU job on OpenVINO with a
-    cached model needs no torch at all. Anywhere else (a driver present, macOS, Windows)
-    torch itself is asked, as before.
+    Importing torch costs about 1.3 s of a CPU job's start, and a CPU job on OpenVINO needs
+    no torch at all. Anywhere else (a driver present, macOS, Windows) torch itself is asked,
+    as before.
     """
     return sys.platform.startswith("linux") and not any(os.path.exists(p) for p in GPU_DRIVER_PATHS)
 
 
+def nvidia_driver_present() -> bool:
+    """An NVIDIA driver is installed (its Linux device files, or nvidia-smi, which every NVIDIA driver ships)."""
+    return any(os.path.exists(p) for p in NVIDIA_DRIVER_PATHS) or shutil.which("nvidia-smi") is not None
+
+
+def import_torch() -> ModuleType | None:
+    """torch, or None when it is not installed (the CPU install) or does not import (a broken install)."""
+    try:
+        import torch
+    except Exception:  # noqa: BLE001  (ImportError, or a native library that fails to load)
+        return None
+    return torch
+
+
+def torch_available() -> bool:
+    """Whether torch would import, answered without importing it when it is not loaded yet."""
+    if "torch" in sys.modules:
+        return sys.modules["torch"] is not None
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def torch_missing(what: str, otherwise: str = "") -> LipSyncError:
+    """The one sentence for a feature that needs PyTorch where it is not installed: what to install, or do instead."""
+    return LipSyncError(f"{what} needs PyTorch, which is not installed here. Install it with "
+                        f"`pip install -r {GPU_REQUIREMENTS}`{', or ' + otherwise if otherwise else ''}.")
+
+
 def resolve_device(name: str = "auto") -> str:
-    """'auto' -> cuda, mps or cpu, whichever is here; an explicit device that is missing is a clear error."""
+    """'auto' -> cuda, mps or cpu, whichever is here; an explicit device that is missing is a clear error.
+
+    Without torch (the CPU install) 'auto' is the CPU, unless an NVIDIA driver says a GPU is
+    here: then the sentence says what to install, rather than running 20 times slower unsaid."""
+    if name not in DEVICES:
+        raise LipSyncError(f"Unknown device '{name}'. Choose auto, cuda, cpu or mps.")
     if name == "cpu" or (name == "auto" and no_gpu_here()):
         return "cpu"
-    import torch
-
+    torch = import_torch()
+    if torch is None:
+        if name != "auto":
+            raise torch_missing(f"--device {name}", "use --device cpu")
+        if nvidia_driver_present():
+            raise torch_missing("This machine has an NVIDIA GPU, and running on it",
+                                "pass --device cpu to run on the CPU")
+        return "cpu"
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "mps" if mps else "cpu"
@@ -52,16 +99,13 @@ def resolve_device(name: str = "auto") -> str:
         raise LipSyncError("--device cuda was asked for but no CUDA GPU is available. Use --device auto or cpu.")
     if name == "mps" and not mps:
         raise LipSyncError("--device mps was asked for but Apple's MPS is not available. Use --device auto or cpu.")
-    if name not in ("cpu", "cuda", "mps"):
-        raise LipSyncError(f"Unknown device '{name}'. Choose auto, cuda, cpu or mps.")
     return name
 
 
 def cpu_threads() -> int:
-    """The threads torch uses for one job on a CPU (its default, or OMP_NUM_THREADS), known without importing it:
-    every CPU library of a job is sized alike (OpenVINO's streams in lipsync.backends)."""
-    if "torch" in sys.modules:
-        return max(1, sys.modules["torch"].get_num_threads())
+    """The threads one job's CPU work gets by default: OMP_NUM_THREADS, else one per physical core (torch's own
+    default). Callers pass the count on explicitly (lipsync.generator: OpenVINO's streams); nothing here depends
+    on which libraries happen to be imported."""
     try:
         wanted = int(os.environ.get("OMP_NUM_THREADS", "0"))
     except ValueError:

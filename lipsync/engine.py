@@ -14,11 +14,12 @@ import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from . import audio, backends, limits
+from . import audio, limits
 from .concurrency import BuildOnce
 from .devices import release_memory, resolve_device
 from .errors import LipSyncError
 from .faces import DetectorChoice, get_detector
+from .generator import LazyModel, backend_for
 from .options import Options
 from .pipeline import ProgressCallback, run
 from .preview import FacePreview, make_preview, scan_faces
@@ -28,7 +29,7 @@ from .video import display_copy as _display_copy
 from .weights import find_s3fd, resolve_checkpoint, resolve_restorer
 
 if TYPE_CHECKING:
-    from .model import Wav2Lip
+    from .generator.network import Wav2Lip
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,20 @@ log = logging.getLogger(__name__)
 class LipSync:
     """A loaded model (and its face detectors) ready to sync any number of clips, from several threads too."""
 
-    def __init__(self, checkpoint: str | None = None, device: str = "auto", allow_download: bool = True) -> None:
+    def __init__(self, checkpoint: str | None = None, device: str = "auto", allow_download: bool = True,
+                 threads: int = 0) -> None:
+        """`threads`: the CPU threads the model's OpenVINO backend uses (0: OMP_NUM_THREADS, else one per physical
+        core); a process running several engines gives each its share."""
         self.device = resolve_device(device)
         self.checkpoint_path = resolve_checkpoint(checkpoint, download=allow_download)
         warming = threading.Thread(target=audio.warm_up, name="lipsync-audio-warm-up", daemon=True)
         warming.start()  # builds the mel basis (numpy only now, milliseconds) while the model loads
-        self.network = backends.LazyModel(self.checkpoint_path, self.device)
+        self.network = LazyModel(self.checkpoint_path, self.device, threads=threads)
         # The default backend is made ready now, once per engine: on a CPU, OpenVINO read from its cache and compiled
-        # (the PyTorch model is then not loaded, torch not even imported) or converted from the checkpoint; elsewhere
+        # (the PyTorch model is then not loaded, torch not even imported) or built from the checkpoint; elsewhere
         # the PyTorch model loaded. Not on a background thread: a process that ends while OpenVINO compiles (a job
         # refused right away) could hang in interpreter shutdown; this costs 0.4-1 s of start-up instead.
-        backends.backend_for(self.network, self.device)
+        backend_for(self.network, self.device)
         warming.join()
         self.allow_download = allow_download
 

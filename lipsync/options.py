@@ -27,7 +27,7 @@ BLEND_MODES = ("box", "feather", "mouth")
 ENHANCERS = ("none", "gfpgan")  # lipsync.enhance
 DETECTORS = ("auto", "s3fd", "blazeface", "haar")
 PRECISIONS = ("fp32", "fp16", "bf16")
-BACKENDS = ("auto", "openvino", "pytorch")  # lipsync.backends
+BACKENDS = ("auto", "openvino", "pytorch")  # lipsync.generator.choice
 ENCODERS = ("auto", "libx264", "h264_nvenc")
 DEVICES = ("auto", "cuda", "cpu", "mps")
 NO_BOX = (-1, -1, -1, -1)
@@ -113,7 +113,7 @@ class Options:
                                      "about 2x its fp32 where the CPU has bf16 arithmetic, fp32 elsewhere)",
                              choices=PRECISIONS)
     backend: str = setting("auto", "library that runs the model on a CPU: 'openvino' (about 1.7x faster in fp32; "
-                                   "converted once and cached under ~/.cache/lipsync/models or "
+                                   "built from the weights once and cached under ~/.cache/lipsync/models or "
                                    "$LIPSYNC_MODEL_CACHE), 'pytorch', or 'auto' (OpenVINO when installed). GPUs and "
                                    "fp16 always use PyTorch; if OpenVINO fails, PyTorch takes over",
                            choices=BACKENDS)

@@ -23,17 +23,16 @@ import numpy as np
 from . import audio as audio_mod
 from . import limits
 from . import pauses
-from .backends import LazyModel
 from .blend import paste
 from .concurrency import QUEUE_FRAMES, prefetch
 from .devices import model_batch
 from .enhance import MouthEnhancer
 from .faces import DetectorChoice
+from .generator import LazyModel, ModelRunner
 from .geometry import IMG_SIZE, Box
 from .options import Options
 from .probe import probe_media
 from .results import SyncResult
-from .runner import ModelRunner
 from .source import FaceSource
 from .timings import StageTimes
 from .track import FaceDetection

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .devices import torch_available
 from .errors import LipSyncError
 from .files import sha256_file
 
@@ -86,7 +87,11 @@ def resolve_checkpoint(spec: str | None = None, download: bool = True) -> str:
 
 
 def find_s3fd(download: bool) -> str | None:
-    """A local S3FD weights file (weights/ or torch's hub cache), or one downloaded now, or None."""
+    """A local S3FD weights file (weights/ or torch's hub cache), or one downloaded now, or None.
+
+    None without torch (the CPU install): S3FD runs on PyTorch, so its 90 MB are not fetched."""
+    if not torch_available():
+        return None
     import torch.hub
 
     candidates = [WEIGHTS_DIR / S3FD.filename, WEIGHTS_DIR / "s3fd.pth",

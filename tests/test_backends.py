@@ -1,5 +1,6 @@
-"""The model backends: OpenVINO gives PyTorch's faces (within 1 level), its disk cache is keyed and rebuilt,
-and any missing or failing backend falls back to PyTorch with the reason in the result."""
+"""The model backends: the OpenVINO graph built from the weights computes PyTorch's model (float rounding, faces
+within 1 level), its disk cache is keyed and rebuilt, and any missing or failing backend falls back to PyTorch with
+the reason in the result."""
 
 from __future__ import annotations
 
@@ -13,19 +14,19 @@ import numpy as np
 import pytest
 
 import media
-from lipsync import Options, audio, backends
-from lipsync.backends import LazyModel
+from lipsync import Options, audio
 from lipsync.errors import LipSyncError
-from lipsync.model import IMG_SIZE, load_model
-from lipsync.runner import ModelRunner
+from lipsync.generator import LazyModel, ModelRunner, choice, lazy, load_model
+from lipsync.generator import openvino_backend as backend
+from lipsync.geometry import IMG_SIZE
 
 try:
-    import openvino  # noqa: F401
-    HAVE_OPENVINO = True
-except ImportError:
-    HAVE_OPENVINO = False
+    import openvino
+except ImportError:  # the tests below that need it say so; the others still run
+    openvino = None
 # requirements.txt installs OpenVINO, so CI always runs these; elsewhere the skip says why
-needs_openvino = pytest.mark.skipif(not HAVE_OPENVINO, reason="OpenVINO is not installed (pip install -r requirements.txt)")
+needs_openvino = pytest.mark.skipif(openvino is None,
+                                    reason="OpenVINO is not installed (pip install -r requirements.txt)")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -48,6 +49,40 @@ def real_inputs():
 
 
 @needs_openvino
+def test_graph_built_from_the_weights_is_the_pytorch_model(checkpoint):
+    """fp32 all through: the OpenVINO graph made from the numpy weights (batch norm folded, transposed convolutions
+    with their output padding, skips, sigmoid) gives eager PyTorch's [0, 1] output to float rounding: for the
+    official-layout checkpoint, and for a model whose batch norms have random scales and shifts too."""
+    import torch
+
+    from lipsync.generator.checkpoint import read_weights
+    from lipsync.generator.graph import build_graph
+    from lipsync.generator.network import Wav2Lip, state_as_numpy
+    from lipsync.ovmodels import compile_cpu
+
+    torch.manual_seed(3)
+    varied = Wav2Lip().eval()
+    for module in varied.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            for tensor, low, high in ((module.weight, 0.7, 1.3), (module.bias, -0.2, 0.2),
+                                      (module.running_mean, -0.2, 0.2), (module.running_var, 0.5, 1.5)):
+                tensor.data.uniform_(low, high)
+    mels, faces = backend.example_inputs(4)
+    for model, weights in ((load_model(str(checkpoint)), read_weights(str(checkpoint))),
+                           (varied, state_as_numpy(varied))):
+        graph = build_graph(weights)
+        graph.reshape({0: [4, 1, 80, 16], 1: [4, 6, 96, 96]})
+        compiled, ran = compile_cpu(openvino.Core(), graph, threads=2)
+        assert ran == "fp32"
+        with torch.inference_mode():
+            reference = model(torch.from_numpy(mels), torch.from_numpy(faces)).numpy()
+        ours = compiled([mels, faces])[0]
+        assert ours.shape == reference.shape == (4, 3, 96, 96)
+        assert reference.std() > 0.01  # not a saturated output, where any graph would agree
+        assert np.abs(ours - reference).max() <= 1e-6, np.abs(ours - reference).max()
+
+
+@needs_openvino
 def test_openvino_faces_within_one_level_of_pytorch(checkpoint, real_inputs):
     crops, mels = real_inputs
     model = load_model(str(checkpoint))
@@ -65,42 +100,64 @@ def test_openvino_faces_within_one_level_of_pytorch(checkpoint, real_inputs):
 @pytest.mark.slow
 @needs_openvino
 def test_cache_is_reused_keyed_and_rebuilt(checkpoint, tmp_path, monkeypatch, model_cache):
-    model = LazyModel.of(load_model(str(checkpoint)))
-    backends.load_openvino(model)  # converted by the test above, or now
+    model = LazyModel(str(checkpoint))
+    backend.load_openvino(model)  # built by the test above, or now
     timings: dict[str, float] = {}
-    cached = backends.load_openvino(model, timings=timings)
-    assert cached.reason.endswith("cached") and "convert_s" not in timings
+    fresh = LazyModel(str(checkpoint))
+    with monkeypatch.context() as m:  # a cached start reads neither the checkpoint's weights nor the PyTorch model
+        m.setattr(lazy, "read_weights", lambda path: pytest.fail("the checkpoint was read"))
+        cached = backend.load_openvino(fresh, timings=timings)
+    assert cached.reason.endswith("cached") and "build_s" not in timings
+    assert not fresh.loaded
     entries = [p for p in model_cache.iterdir() if p.is_dir()]
-    assert len(entries) == 1 and (entries[0] / backends.IR_NAME).is_file()
+    assert len(entries) == 1 and (entries[0] / backend.IR_NAME).is_file()
+    assert entries[0].name.endswith(f"-f{backend.FORMAT}")
     assert not [p for p in model_cache.iterdir() if p.name.startswith(".tmp-")]  # nothing half-written left
 
-    def no_conversion(*args):
-        raise RuntimeError("would convert")
+    def no_build(*args):
+        raise RuntimeError("would build")
 
     with monkeypatch.context() as m:  # a different checkpoint, or another OpenVINO: not the cached entry
-        m.setattr(backends, "_convert", no_conversion)
+        m.setattr(backend, "build_graph", no_build)
         other = media.make_checkpoint(tmp_path / "other.pth", seed=1)
-        with pytest.raises(RuntimeError, match="would convert"):
-            backends.load_openvino(LazyModel.of(load_model(str(other))))
-        import openvino
-
+        with pytest.raises(RuntimeError, match="would build"):
+            backend.load_openvino(LazyModel(str(other)))
         m.setattr(openvino, "__version__", "2099.1.0-1-abc")
-        with pytest.raises(RuntimeError, match="would convert"):
-            backends.load_openvino(model)
+        with pytest.raises(RuntimeError, match="would build"):
+            backend.load_openvino(model)
 
-    weights = next(entries[0].glob("*.bin"))  # a damaged entry is converted again, not trusted
+    sha = entries[0].name.split("-openvino")[0]  # what older versions cached for this checkpoint goes when building
+    superseded = [model_cache / f"{sha}-openvino2026.4.1-f1", model_cache / f"{sha}-state-f1.pt"]
+    other_version = model_cache / f"{sha}-openvino2099.1.0-f{backend.FORMAT}"
+    for path in (superseded[0], other_version):
+        path.mkdir()
+    superseded[1].write_bytes(b"torch-format copy")
+    weights = next(entries[0].glob("*.bin"))  # a damaged entry is built again, not trusted
     weights.write_bytes(weights.read_bytes()[: 1000])
-    rebuilt = backends.load_openvino(model)
+    rebuilt = backend.load_openvino(model)
     assert "damaged" in rebuilt.reason
+    assert not any(p.exists() for p in superseded) and other_version.is_dir()
+    other_version.rmdir()
     assert weights.stat().st_size > 100_000_000
-    assert backends.load_openvino(model).reason.endswith("cached")
+    assert backend.load_openvino(model).reason.endswith("cached")
+
+
+@needs_openvino
+def test_a_model_failing_its_self_check_is_not_cached(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("LIPSYNC_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(backend, "self_check", lambda *args: 3 / 255)
+    with pytest.raises(RuntimeError, match="differs from PyTorch's by 3.0 levels"):
+        backend.load_openvino(LazyModel(str(checkpoint)))
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
+    chosen = choice.choose_backend(LazyModel(str(checkpoint)), "cpu")  # and the job runs on PyTorch
+    assert chosen.name == "pytorch" and "differs from PyTorch's" in chosen.label
 
 
 @needs_openvino
 def test_cpu_job_on_a_cached_model_imports_no_torch(checkpoint, tmp_path, model_cache):
-    """The quick start: with the converted model cached, a fixed-box CPU job never loads the PyTorch model nor
+    """The quick start: with the OpenVINO model cached, a fixed-box CPU job never loads the PyTorch model nor
     imports torch (1.3 s), and its frames are those of the PyTorch path."""
-    backends.load_openvino(LazyModel.of(load_model(str(checkpoint))))  # the cache entry, as a first run leaves it
+    backend.load_openvino(LazyModel(str(checkpoint)))  # the cache entry, as a first run leaves it
     face = media.make_face_video(tmp_path / "face.mp4", seconds=0.4, fps=25)
     speech = media.write_wav(tmp_path / "a.wav", media.speech_samples(0.4, seed=4))
     script = (
@@ -158,14 +215,14 @@ def test_failures_fall_back_to_pytorch(checkpoint, real_inputs, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("simulated failure")
 
-    with monkeypatch.context() as m:  # at conversion / compilation
-        m.setattr(backends, "load_openvino", broken)
-        chosen = backends.choose_backend(model, "cpu")
+    with monkeypatch.context() as m:  # at building / compilation
+        m.setattr(backend, "load_openvino", broken)
+        chosen = choice.choose_backend(model, "cpu")
         assert chosen.name == "pytorch" and "OpenVINO failed (RuntimeError: simulated failure)" in chosen.label
 
     runner = ModelRunner(model, "cpu", backend="openvino")  # at inference: PyTorch takes over, the job goes on
     assert runner.backend.name == "openvino"
-    monkeypatch.setattr(backends.OpenVINOBackend, "infer", broken)
+    monkeypatch.setattr(backend.OpenVINOBackend, "infer", broken)
     assert np.array_equal(runner(crops[:4], mels[:4]), reference)
     assert runner.backend.name == "pytorch" and "failed at inference" in runner.backend_label
 
@@ -185,8 +242,8 @@ def test_bf16_on_a_cpu_runs_on_openvino_and_says_what_it_computed_in(checkpoint,
 def test_pytorch_is_forced_or_kept_where_openvino_does_not_apply(checkpoint):
     model = load_model(str(checkpoint))
     assert ModelRunner(model, "cpu", backend="pytorch").backend_label == "pytorch (chosen with --backend pytorch)"
-    assert backends.choose_backend(model, "cuda").name == "pytorch"  # CUDA and MPS: PyTorch, always
-    assert backends.choose_backend(model, "mps", choice="openvino").name == "pytorch"
+    assert choice.choose_backend(model, "cuda").name == "pytorch"  # CUDA and MPS: PyTorch, always
+    assert choice.choose_backend(model, "mps", choice="openvino").name == "pytorch"
     assert Options(backend="pytorch").backend == "pytorch" and Options().backend == "auto"
     with pytest.raises(LipSyncError, match="Unknown backend"):
         Options(backend="tensorrt")

@@ -9,19 +9,34 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lipsync"
 
 
+def _module_name(path: Path) -> str:
+    """'engine' for lipsync/engine.py, 'generator.runner' for lipsync/generator/runner.py, 'generator' for its
+    __init__.py."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _lipsync_imports(path: Path) -> set[str]:
-    """Modules of the package imported anywhere in `path` (top level or inside functions)."""
+    """Modules of the package imported anywhere in `path` (top level or inside functions), as _module_name names."""
+    name = _module_name(path).split(".")
+    package = name if path.name == "__init__.py" else name[:-1]
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            found.update([node.module] if node.module else [alias.name for alias in node.names])
+        if isinstance(node, ast.ImportFrom) and node.level >= 1:
+            base = package[: len(package) - (node.level - 1)]
+            if node.module:
+                found.add(".".join(base + node.module.split(".")))
+            else:
+                found.update(".".join(base + [alias.name]) for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lipsync."):
             found.add(node.module.split(".", 1)[1])
     return found
 
 
 def _graph() -> dict[str, set[str]]:
-    return {p.stem: _lipsync_imports(p) - {p.stem} for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+    """Every module of the package (the top-level __init__, which imports names on first use, aside)."""
+    modules = [p for p in PACKAGE.rglob("*.py") if p != PACKAGE / "__init__.py"]
+    return {_module_name(p): _lipsync_imports(p) - {_module_name(p)} for p in modules}
 
 
 def test_no_module_imports_one_that_imports_it_back():

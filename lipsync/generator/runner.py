@@ -1,7 +1,7 @@
-"""Running the Wav2Lip network over batches of faces: its input and output arrays, the backend, out-of-memory retries.
+"""Running the generator over batches of faces: its input and output arrays, the backend, out-of-memory retries.
 
-This module imports no torch: a CPU job whose converted model is in the cache runs on
-OpenVINO (lipsync.backends) without the PyTorch model ever being loaded (LazyModel).
+This module imports no torch: a CPU job runs on OpenVINO (lipsync.generator.openvino_backend)
+without the PyTorch module ever being loaded (LazyModel).
 """
 
 from __future__ import annotations
@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .backends import LazyModel, backend_for
-from .devices import map_batches
-from .errors import LipSyncError
-from .geometry import IMG_SIZE
+from ..devices import map_batches
+from ..errors import LipSyncError
+from ..geometry import IMG_SIZE
+from .choice import backend_for
+from .lazy import LazyModel
 
 if TYPE_CHECKING:
-    from .model import Wav2Lip
+    from .network import Wav2Lip
 
 
 def network_input(crops: np.ndarray) -> np.ndarray:
@@ -47,7 +48,7 @@ class ModelRunner:
     small differences in the mouth (bench/RESULTS.md gives the measured size). A batch
     that runs out of GPU memory is retried in halves, as the official code does for
     detection. On a CPU in fp32 the network runs on OpenVINO when it is installed
-    (`backend`: auto, openvino or pytorch; lipsync.backends), converted once per
+    (`backend`: auto, openvino or pytorch; lipsync.generator.choice), built once per
     checkpoint and cached on disk.
     """
 
