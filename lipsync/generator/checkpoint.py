@@ -71,7 +71,6 @@ class _Storage(_Sealed):
     key: str
     dtype: np.dtype
     numel: int
-    offset: int = 0  # elements into the root storage (the legacy format's storage views)
 
 
 class _LazyTensor(_Sealed):
@@ -127,25 +126,19 @@ class _Unpickler(pickle.Unpickler):
             raise _Refused(f"{module}.{name}") from None
 
     def persistent_load(self, pid: Any) -> _Storage:
-        # ('storage', storage type, key, location, numel) in zip files, plus a view (key, offset, size) or None
-        # in legacy ones
-        if not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != "storage":
+        # ('storage', storage type, key, location, numel) in zip files; legacy ones add a storage view, always
+        # None since torch 0.4 (2018): views are not read
+        if not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != "storage" or \
+                (len(pid) == 6 and pid[5] is not None):
             raise _Damaged("unknown persistent id")
         kind, key, location, numel = pid[1:5]
         if not isinstance(kind, _StorageType) or not isinstance(key, str) or not isinstance(location, str) \
                 or type(numel) is not int or numel < 0:
             raise _Damaged("bad storage reference")
-        root = self.storages.setdefault(key, _Storage(key, kind.dtype, numel))
-        if root.dtype != kind.dtype or root.numel != numel:
+        storage = self.storages.setdefault(key, _Storage(key, kind.dtype, numel))
+        if storage.dtype != kind.dtype or storage.numel != numel:
             raise _Damaged("one storage seen with two types")
-        view = pid[5] if len(pid) == 6 else None
-        if view is None:
-            return root
-        view_key, offset, view_size = view if isinstance(view, tuple) and len(view) == 3 else (None, -1, -1)
-        if not isinstance(view_key, str) or type(offset) is not int or type(view_size) is not int \
-                or offset < 0 or view_size < 0 or offset + view_size > numel:
-            raise _Damaged("bad storage view")
-        return _Storage(key, kind.dtype, view_size, offset)
+        return storage
 
 
 def _unpickle(file: BinaryIO, storages: dict[str, _Storage]) -> Any:
@@ -160,15 +153,19 @@ class _ZipFile:
 
     def __init__(self, path: str) -> None:
         self.zip = zipfile.ZipFile(path)
-        pickles = [n for n in self.zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
-        if len(pickles) != 1:
-            raise _Damaged("no data.pkl")
-        self.prefix = pickles[0][: -len("data.pkl")]
-        names = set(self.zip.namelist())
-        if f"{self.prefix}byteorder" in names and self.zip.read(f"{self.prefix}byteorder").strip() != b"little":
-            raise _Damaged("big-endian storages")
-        self.storages: dict[str, _Storage] = {}
-        self.root = _unpickle(io.BytesIO(self.zip.read(pickles[0])), self.storages)
+        try:
+            pickles = [n for n in self.zip.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
+            if len(pickles) != 1:
+                raise _Damaged("no data.pkl")
+            self.prefix = pickles[0][: -len("data.pkl")]
+            names = set(self.zip.namelist())
+            if f"{self.prefix}byteorder" in names and self.zip.read(f"{self.prefix}byteorder").strip() != b"little":
+                raise _Damaged("big-endian storages")
+            self.storages: dict[str, _Storage] = {}
+            self.root = _unpickle(io.BytesIO(self.zip.read(pickles[0])), self.storages)
+        except BaseException:
+            self.zip.close()
+            raise
 
     def read(self, storage: _Storage) -> np.ndarray:
         info = self.zip.getinfo(f"{self.prefix}data/{storage.key}")  # KeyError: a storage the file lacks
@@ -196,7 +193,7 @@ class _LegacyFile:
             if header[0] != LEGACY_MAGIC or header[1] != LEGACY_PROTOCOL:
                 raise _Damaged("not a torch file")
             info = header[2]
-            if not isinstance(info, dict) or info.get("little_endian") is not True:
+            if not isinstance(info, dict) or dict.get(info, "little_endian") is not True:
                 raise _Damaged("big-endian or unknown system")
             self.root = _unpickle(self.file, self.storages)
             keys = _unpickle(self.file, {})
@@ -225,7 +222,7 @@ class _LegacyFile:
     def read(self, storage: _Storage) -> np.ndarray:
         nbytes = storage.numel * storage.dtype.itemsize
         buffer = bytearray(nbytes)
-        self.file.seek(self.offsets[storage.key] + storage.offset * storage.dtype.itemsize)
+        self.file.seek(self.offsets[storage.key])
         if self.file.readinto(buffer) != nbytes:
             raise _Damaged("short storage")
         return np.frombuffer(buffer, storage.dtype)
@@ -264,12 +261,13 @@ def read_state_dict(path: str) -> Weights:
     try:
         file = _open(path)
         try:
-            state = file.root.get("state_dict", file.root) if isinstance(file.root, dict) else None
-            if not isinstance(state, dict) or not state or \
-                    not all(isinstance(k, str) and isinstance(v, _LazyTensor) for k, v in state.items()):
+            # dict's own methods, not the objects': a pickle can set attributes on the OrderedDicts it makes
+            state = dict.get(file.root, "state_dict", file.root) if isinstance(file.root, dict) else None
+            items = list(dict.items(state)) if isinstance(state, dict) else []
+            if not items or not all(type(k) is str and isinstance(v, _LazyTensor) for k, v in items):
                 raise LipSyncError(f"'{path}' is a PyTorch file but holds no model weights. "
                                    "Use wav2lip.pth or wav2lip_gan.pth (see weights/README.md).")
-            return {key.removeprefix("module."): _materialise(value, file) for key, value in state.items()}
+            return {key.removeprefix("module."): _materialise(value, file) for key, value in items}
         finally:
             file.close()
     except _Refused:
