@@ -160,7 +160,7 @@ def precision_check(device: str, work: Path, checkpoint: Path) -> None:
 def child_run(args: argparse.Namespace) -> None:
     """One engine run in this (child) process; prints a JSON line with its stats.
 
-    torch is imported only for a GPU's memory figures: a CPU job with a converted model cached runs without it,
+    torch is imported only for a GPU's memory figures: a CPU job on OpenVINO runs without it,
     as the CLI does, and its objects would otherwise slow every garbage collection of the run being timed.
     """
     from lipsync import LipSync, Options
