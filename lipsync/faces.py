@@ -182,6 +182,7 @@ class DetectorChoice:
 def make_detector(name: str, device: str, batch_size: int = 16, allow_download: bool = True,
                   det_max_side: int = 0) -> DetectorChoice:
     """Build the detector `name` asks for on `device` ('auto' chooses; see the module docstring)."""
+    from .devices import torch_available, torch_missing
     from .weights import find_s3fd
 
     if name not in DETECTORS:
@@ -195,7 +196,9 @@ def make_detector(name: str, device: str, batch_size: int = 16, allow_download: 
         if isinstance(blazeface, str):
             return DetectorChoice(HaarDetector(), f"{blazeface}; on a CPU S3FD takes seconds per frame")
         return DetectorChoice(blazeface, "on a CPU S3FD takes seconds per frame; --detector s3fd uses it anyway")
-    weights = find_s3fd(download=allow_download)
+    if name == "s3fd" and not torch_available():
+        raise torch_missing("The S3FD face detector", "use --detector blazeface or haar")
+    weights = find_s3fd(download=allow_download)  # None without torch
     if weights:
         where = f"frames shrunk to {det_max_side} px" if det_max_side else "full-resolution frames"
         return DetectorChoice(S3FDDetector(weights, device, batch_size, det_max_side),

@@ -67,7 +67,7 @@ print(json.dumps({{"legacy": {{k: [str(v.dtype), v.shape, hashlib.sha256(v.tobyt
 
 
 def test_devices_without_torch(tmp_path):
-    """auto is the CPU; a GPU asked for, or an NVIDIA driver under auto, says what to install."""
+    """auto is the CPU; a GPU asked for, an NVIDIA driver under auto, or S3FD, says what to install."""
     script = SAID + """
 from lipsync import devices
 devices.no_gpu_here = lambda: False  # as on a machine with some driver (or macOS): torch would be asked
@@ -76,6 +76,8 @@ out = {"auto": said(lambda: devices.resolve_device("auto")), "cpu": said(lambda:
        "cuda": said(lambda: devices.resolve_device("cuda")), "mps": said(lambda: devices.resolve_device("mps"))}
 devices.nvidia_driver_present = lambda: True
 out["auto, NVIDIA driver"] = said(lambda: devices.resolve_device("auto"))
+from lipsync.faces import make_detector
+out["s3fd"] = said(lambda: make_detector("s3fd", "cpu", allow_download=False).name)
 print(json.dumps(out))
 """
     got = run_without_torch(script, tmp_path)
@@ -84,6 +86,7 @@ print(json.dumps(out))
     assert got["cuda"] == f"Error: --device cuda {install}, or use --device cpu."
     assert got["mps"] == f"Error: --device mps {install}, or use --device cpu."
     assert got["auto, NVIDIA driver"].startswith("Error: This machine has an NVIDIA GPU, and running on it " + install)
+    assert got["s3fd"] == f"Error: The S3FD face detector {install}, or use --detector blazeface or haar."
 
 
 def test_backends_without_torch_say_what_to_install(checkpoint, tmp_path):
