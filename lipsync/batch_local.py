@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 from .batch_manifest import Job
 from .batch_report import JobResult
 from .batch_worker import Worker, cpu_count
+from .devices import import_torch
 from .errors import LipSyncError
 from .flags import InterruptFlag
 from .options import EngineOptions
@@ -121,10 +122,9 @@ def run_in_processes(jobs: Sequence[Job], engine_options: EngineOptions, workers
 
 
 def _gpus(engine_options: EngineOptions, workers: int) -> list[int] | None:
-    """The GPU each worker is pinned to (round robin), or None without CUDA."""
-    import torch
-
-    if torch.cuda.is_available() and engine_options.device in ("auto", "cuda"):
+    """The GPU each worker is pinned to (round robin), or None without CUDA (or without torch: the CPU install)."""
+    torch = import_torch()
+    if torch is not None and torch.cuda.is_available() and engine_options.device in ("auto", "cuda"):
         return [i % torch.cuda.device_count() for i in range(workers)]
     return None
 

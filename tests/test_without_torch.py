@@ -160,3 +160,22 @@ print(json.dumps({{"device": engine.device, "backend": result.backend,
     photo = cv2.imread(str(face_photo))
     assert np.abs(reference[0][top:bottom, left:right].astype(int) - photo[top:bottom, left:right]).mean() > 2
     assert np.abs(lean.astype(int) - reference).max() <= 1
+
+
+@pytest.mark.slow
+def test_batch_of_two_workers_without_torch(checkpoint, face_photo, tmp_path):
+    """The batch's worker count, GPU pinning and per-worker threads ask torch only when it is there."""
+    speech = media.write_wav(tmp_path / "speech.wav", media.speech_samples(0.4, seed=4))
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text("face,audio,output,box\n" + "".join(
+        f"{face_photo},{speech},{tmp_path / f'out{i}.mp4'},60 250 170 330\n" for i in range(2)))
+    script = f"""
+import json, sys
+from lipsync.batch_worker import default_workers
+from lipsync.batch_cli import main
+code = main([{str(manifest)!r}, "--workers", "2", "--checkpoint_path", {str(checkpoint)!r}, "--device", "cpu"])
+print(json.dumps({{"code": code, "default_workers": default_workers()}}))
+"""
+    got = run_without_torch(script, tmp_path)
+    assert got == {"code": 0, "default_workers": 1}
+    assert all((tmp_path / f"out{i}.mp4").stat().st_size > 0 for i in range(2))
