@@ -25,6 +25,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
+from lipsync import atomic
+
 APP_FOLDER = "lipsync-app"
 GRADIO_FOLDER = "gradio"
 JOB_MARK = ".lipsync-job"
@@ -172,9 +174,7 @@ async def capped_download(url: str, cache_dir: str | Path, limit: int, transport
     target = folder / name
     if target.exists():
         return str(target)
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{name}.{uuid.uuid4().hex}.partial"
-    try:
+    with atomic.replacing(target) as partial:
         for _ in range(MAX_REDIRECTS + 1):
             async with httpx.AsyncClient(transport=transport or await _safe_transport(url, safehttpx)) as client:
                 async with client.stream("GET", url, follow_redirects=False) as response:
@@ -190,11 +190,8 @@ async def capped_download(url: str, cache_dir: str | Path, limit: int, transport
                             received += len(chunk)
                             _check_size(received, name, limit)
                             out.write(chunk)
-                    os.replace(partial, target)
                     return str(target)
         raise ValueError(f"Could not download '{name}': more than {MAX_REDIRECTS} redirects.")
-    finally:
-        partial.unlink(missing_ok=True)
 
 
 async def _safe_transport(url: str, safehttpx: Any) -> Any:

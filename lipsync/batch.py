@@ -32,14 +32,6 @@ ProgressFn = Callable[[JobResult, int, int], None]  # (a finished job, jobs fini
 
 
 class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a batch: the jobs in flight were stopped (no partial files); `report` says what was done."""
-
-    def __init__(self, report: "BatchReport") -> None:
-        super().__init__("batch stopped")
-        self.report = report
-
-
-class BatchInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM during a batch: the jobs in flight were stopped (no partial files); `report` says what
     was done; `signal_number` which signal it was (lipsync.flags.stop_status makes it the exit status)."""
 

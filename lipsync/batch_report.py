@@ -10,10 +10,10 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from . import atomic
 from .batch_manifest import Job
 from .errors import LipSyncError
 
@@ -107,18 +107,8 @@ class BatchReport:
 
 def _write_atomically(path: str, text: str) -> None:
     """A report is read by scripts: it must never be seen half-written, even after Ctrl-C."""
-    folder = os.path.dirname(path)
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, partial = tempfile.mkstemp(prefix=".report.", suffix=".partial", dir=folder)
+        atomic.write_text(path, text)
     except OSError as err:
-        raise LipSyncError(f"Cannot write the report in '{folder}' ({err.strerror}). Choose another --report.") \
+        raise LipSyncError(f"Cannot write the report '{path}' ({err.strerror}). Choose another --report.") \
             from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(partial, 0o644)
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)

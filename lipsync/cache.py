@@ -12,10 +12,10 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 from typing import Optional, Sequence
 
+from . import atomic
 from .detection import Detection
 from .files import cache_home, sha256_file
 from .geometry import Box
@@ -63,13 +63,10 @@ def _plausible(box: Box) -> bool:
 
 def store(key: str, detections: Sequence[Detection], complete: bool) -> None:
     """Save atomically; `complete` means the list covers the whole clip. A cache that cannot be written is skipped."""
-    partial = CACHE_DIR / f"{key}.{os.getpid()}.{threading.get_ident()}.partial"
     try:
-        CACHE_DIR.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps({"detections": detections, "complete": complete}))
-        os.replace(partial, CACHE_DIR / f"{key}.json")
+        atomic.write_text(CACHE_DIR / f"{key}.json", json.dumps({"detections": detections, "complete": complete}))
     except OSError:
-        partial.unlink(missing_ok=True)
+        pass
 
 
 def prune_detection_cache(max_age_seconds: float) -> int:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
+
+from . import atomic
 
 
 def sha256_file(path: str | Path) -> str:
@@ -49,19 +50,7 @@ def checkpoint_sha256(path: str | os.PathLike, root: Path | None = None) -> str:
     try:
         memo = memo if isinstance(memo, dict) else {}
         memo[key] = digest
-        atomic_write_text(memo_file, json.dumps(memo))
+        atomic.write_text(memo_file, json.dumps(memo))
     except OSError:
         pass  # a read-only cache only costs the hash next time
     return digest
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

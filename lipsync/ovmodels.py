@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, TypeVar
 
+from . import atomic
 from .files import cache_root
 
 log = logging.getLogger(__name__)
@@ -55,20 +54,9 @@ def save(model: Any, target: Path, ir_name: str, meta: dict[str, Any]) -> None:
     """Save the IR (fp32 weights) and a meta.json into `target` atomically: a reader sees the whole entry or none."""
     import openvino as ov
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+    with atomic.replacing_folder(target, done_marker=ir_name) as tmp:
         ov.save_model(model, str(tmp / ir_name), compress_to_fp16=False)
         (tmp / "meta.json").write_text(json.dumps({"openvino": ov.__version__, **meta}))
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)  # a damaged entry being replaced
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / ir_name).exists():  # not just another process that got there first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @dataclass

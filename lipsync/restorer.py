@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import atomic
 from .concurrency import BuildOnce
 from .devices import cpu_threads, map_batches
 from .errors import LipSyncError
@@ -165,19 +164,9 @@ def _entry(weights: str, version: str) -> Path:
 
 def _save(ov_model: Any, ov: Any, target: Path) -> None:
     """Write the IR (fp32 weights) into `target` atomically: a reader sees the whole entry or none."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+    with atomic.replacing_folder(target, done_marker=IR_NAME) as tmp:
         ov.save_model(ov_model, str(tmp / IR_NAME), compress_to_fp16=False)
         (tmp / "meta.json").write_text(json.dumps({"openvino": ov.__version__, "format": FORMAT}))
-        shutil.rmtree(target, ignore_errors=True)  # a damaged entry being replaced
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / IR_NAME).exists():  # not just another process that got there first
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_openvino(weights: str) -> OpenVINORestorer:

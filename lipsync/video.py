@@ -21,7 +21,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from . import ffmpeg
+from . import atomic, ffmpeg
 from .errors import LipSyncError
 from .probe import MediaInfo
 
@@ -134,12 +134,11 @@ class VideoWriter:
             raise LipSyncError(f"The output '{outfile}' is a folder. Give a file name, e.g. "
                                f"{os.path.join(outfile, 'result.mp4')}.")
         try:
-            fd, self.partial = tempfile.mkstemp(prefix=f".{Path(self.outfile).stem}.", suffix=".partial.mp4",
-                                                dir=out_dir)
+            self._partial = atomic.PartialFile(self.outfile, suffix=".partial.mp4")
         except OSError as err:
             raise LipSyncError(f"Cannot write in the folder '{out_dir}' ({err.strerror}). Choose an output path in "
                                "a folder you can write to.") from None
-        os.close(fd)
+        self.partial = str(self._partial.path)
         rate = fps_fraction(fps)
         cmd = ffmpeg.command("-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{self.even_width}x{self.even_height}",
                "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "-")
@@ -211,8 +210,7 @@ class VideoWriter:
                 except OSError:
                     pass
             self._stderr.close()
-            if os.path.exists(self.partial):
-                os.remove(self.partial)
+            self._partial.discard()
 
     def _finish(self) -> None:
         self._stop_feeder()
@@ -227,8 +225,7 @@ class VideoWriter:
             raise LipSyncError(f"Encoding the output failed: {_stderr_summary(self._proc, self._stderr)}")
         if self.frames_written == 0:
             raise LipSyncError("No frame was produced, so no video was written.")
-        os.chmod(self.partial, 0o644)  # mkstemp makes it private; the result is an ordinary file
-        os.replace(self.partial, self.outfile)
+        self._partial.commit()
 
 
 def display_copy(info: MediaInfo, outfile: str, audio_path: str | None = None, seconds: float = 0.0) -> str:
@@ -244,8 +241,8 @@ def display_copy(info: MediaInfo, outfile: str, audio_path: str | None = None, s
         return info.path
     even = "pad=ceil(iw/2)*2:ceil(ih/2)*2"
     length = ["-t", f"{max(seconds, 0.04):.3f}"]
-    partial = outfile + ".partial"
-    with tempfile.TemporaryDirectory(prefix="lipsync-display-") as work:
+    with tempfile.TemporaryDirectory(prefix="lipsync-display-") as work, \
+            atomic.replacing(outfile, suffix=".partial.mp4") as partial:
         if info.is_image:
             still = os.path.join(work, "still.png")
             cv2.imwrite(still, read_image(info.path))
@@ -258,13 +255,7 @@ def display_copy(info: MediaInfo, outfile: str, audio_path: str | None = None, s
             cmd = ffmpeg.command("-y", "-v", "error", *ffmpeg.input_args(info.path), *length, "-map", "0:v:0",
                                  "-map", "0:a:0?", "-vf", even, "-c:v", "libx264", "-c:a", "aac")
         cmd += ["-preset", "superfast", "-crf", "20", "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4"]
-        try:
-            proc = ffmpeg.run(cmd + [partial], f"Preparing '{info.path}' for display")
-            if proc.returncode != 0:
-                raise LipSyncError(f"Could not convert '{info.path}' for display "
-                                   f"({ffmpeg.error_summary(proc.stderr)}).")
-            os.replace(partial, outfile)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
+        proc = ffmpeg.run(cmd + [str(partial)], f"Preparing '{info.path}' for display")
+        if proc.returncode != 0:
+            raise LipSyncError(f"Could not convert '{info.path}' for display ({ffmpeg.error_summary(proc.stderr)}).")
     return outfile

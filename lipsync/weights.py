@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import atomic
 from .devices import torch_available
 from .errors import LipSyncError
 from .files import sha256_file
@@ -174,23 +175,19 @@ def resolve_restorer(download: bool = True) -> str:
 def _download_release(target: Path) -> Path:
     """Fetch the GFPGAN release file into `target`, hashing as it streams; nothing is kept unless it matches."""
     import hashlib
-    import tempfile
     import urllib.request
 
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     log.warning("Downloading %s (about 332 MB) from the GFPGAN release on GitHub ...", GFPGAN_FILE)
     digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(dir=WEIGHTS_DIR, prefix=".download-")
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(GFPGAN_URL, timeout=60) as response:
+        with atomic.replacing(target) as partial, open(partial, "wb") as out, \
+                urllib.request.urlopen(GFPGAN_URL, timeout=60) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
-        if digest.hexdigest() != GFPGAN_SHA256:
-            raise LipSyncError(_restorer_hint("was downloaded but its SHA256 does not match (damaged download)"))
-        os.replace(tmp, target)
+            if digest.hexdigest() != GFPGAN_SHA256:
+                raise LipSyncError(_restorer_hint("was downloaded but its SHA256 does not match (damaged download)"))
         return target
     except OSError as err:  # network, DNS, disk: all mean the same thing to the user
         raise LipSyncError(_restorer_hint(f"could not be downloaded ({type(err).__name__})")) from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
