@@ -44,6 +44,7 @@ import app_queue
 from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, EngineOptions, LipSyncError, Options, available_checkpoints,
                      default_enhance, display_copy, draw_boxes, enhance_seconds, env_number, face_preview, face_scan,
                      face_timeline, fetch_weights, gpu_seconds, prune_detection_cache, shared_engine)
+from lipsync.options import DEVICES, server_limits
 
 log = logging.getLogger("lipsync.app")
 ROOT = Path(__file__).resolve().parent
@@ -61,10 +62,8 @@ MAX_UPLOAD = os.environ.get("LIPSYNC_MAX_UPLOAD", "500mb")
 MAX_UPLOAD_BYTES = app_files.parse_size(MAX_UPLOAD)  # uploads (Gradio checks them) and files given by URL (we do)
 KEEP_MINUTES = env_number("LIPSYNC_KEEP_MINUTES", 60.0)  # results kept on disk this long
 CLEAN_EVERY_S = 600  # how often the app's old files are swept
-# Limits of a public server that differ from the CLI's (no limit there); the variables override them here too.
-APP_LIMITS = {"max_seconds": env_number("LIPSYNC_MAX_SECONDS", 120.0),  # longest audio accepted
-              "time_limit": env_number("LIPSYNC_TIME_LIMIT", 900.0),  # longest a job may run
-              "max_work": env_number("LIPSYNC_MAX_WORK", 10000.0)}  # megapixel-frames: 2 min of 1080p at 40 fps
+# Limits of a public server that differ from the CLI's (audio length, job time, work): declared with the settings.
+APP_LIMITS = server_limits()
 
 # ZeroGPU marks itself as the `spaces` package reads it; there is no GPU outside decorated calls, so the preview
 # detects on the CPU, and each job asks for the GPU time its clip needs (a fixed request would lock visitors out).
@@ -421,7 +420,7 @@ def build_app() -> gr.Blocks:
                         add("enhance_strength", gr.Slider(0, 1, value=default("enhance_strength"), step=0.05,
                                                           label="Strength", scale=1))
                     enhance_note = gr.Markdown()
-                    add("device", gr.Radio(["auto", "cuda", "cpu", "mps"], value="auto", label="Device"))
+                    add("device", gr.Radio(list(DEVICES), value="auto", label="Device"))
                     add("detector", gr.Radio(DETECTOR_CHOICES, value=default("detector"), label="Face detector"))
                     add("allow_silence", gr.Checkbox(value=default("allow_silence"), label="Allow silent audio",
                                                      info="Sync audio with no speech (the mouth stays closed)"))

@@ -47,20 +47,31 @@ def env_number(name: str, default: float) -> float:
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, metavar: Any = None,
-            flag: str | None = None, env: str | None = None, cli: bool = True) -> Any:
+            flag: str | None = None, env: str | None = None, server: float | None = None, cli: bool = True) -> Any:
     """A dataclass field carrying what the CLI and the app need to offer it.
 
     `env` names an environment variable that overrides the default; it is read each time
-    an Options is made, so a server or a test can set it late. `flag` is the CLI spelling
-    when it is not `--<name>`.
+    an Options is made, so a server or a test can set it late. `server` is a limit's default
+    in the web app, where visitors share the machine (see `server_limits`); the same variable
+    overrides it. `flag` is the CLI spelling when it is not `--<name>`.
     """
     if not help.strip():
         raise ValueError("every setting needs a help text: the CLI, the app and the API description show it")
-    meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag, "env": env, "cli": cli}
+    if server is not None and env is None:
+        raise ValueError("a server default needs the environment variable that overrides it")
+    meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag, "env": env, "server": server,
+            "cli": cli}
     if env is not None:
         return field(default_factory=lambda: env_number(env, default), metadata=meta)
     return field(default=default, metadata=meta)
 
+
+
+def server_limits() -> dict[str, float]:
+    """The limits of the web app, where visitors share one machine: each setting's `server` default unless its
+    environment variable says otherwise. Read here only, so the app and the CLI cannot disagree on a variable."""
+    return {f.name: env_number(f.metadata["env"], f.metadata["server"]) for f in fields(Options)
+            if f.metadata.get("server") is not None}
 
 @dataclass(frozen=True)
 class Options:
@@ -127,15 +138,16 @@ class Options:
                                              "40 dB under the clip's loudest), keep the frame's own mouth, "
                                              "cross-faded over 3 frames; the model is skipped there")
     max_seconds: float = setting(1800.0, "refuse audio longer than this many seconds, read from its header before "
-                                         "decoding (0: no limit)", env="LIPSYNC_MAX_SECONDS")
+                                         "decoding (0: no limit)", env="LIPSYNC_MAX_SECONDS", server=120.0)
     max_side: int = setting(4096, "refuse a video or photo whose longer side exceeds this many pixels, read from "
                                   "its header before --resize_factor (0: no limit)", env="LIPSYNC_MAX_SIDE")
     max_fps: float = setting(120.0, "refuse a video of more frames per second than this (0: no limit)",
                              env="LIPSYNC_MAX_FPS")
     max_work: float = setting(0.0, "refuse a job of more than this many megapixel-frames (output frames x "
-                                   "source pixels / 1e6; 0: no limit)", env="LIPSYNC_MAX_WORK")
+                                   "source pixels / 1e6; 0: no limit)", env="LIPSYNC_MAX_WORK",
+                            server=10000.0)  # in the app: 2 min of 1080p at 40 fps
     time_limit: float = setting(0.0, "stop a job that runs longer than this many seconds (0: no limit)",
-                                env="LIPSYNC_TIME_LIMIT")
+                                env="LIPSYNC_TIME_LIMIT", server=900.0)
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -63,6 +63,22 @@ def test_a_non_finite_limit_in_the_environment_is_one_sentence(monkeypatch):
         Options()
 
 
+def test_the_app_limits_are_read_where_the_settings_are_declared(monkeypatch):
+    """One variable, one meaning: LIPSYNC_MAX_SECONDS sets the CLI's limit and the app's, and the app's own
+    defaults (no variable) are declared beside the setting, not in app.py."""
+    from lipsync.options import server_limits
+
+    for name in ("LIPSYNC_MAX_SECONDS", "LIPSYNC_TIME_LIMIT", "LIPSYNC_MAX_WORK"):
+        monkeypatch.delenv(name, raising=False)
+    assert server_limits() == {"max_seconds": 120.0, "max_work": 10000.0, "time_limit": 900.0}
+    assert Options().max_seconds == 1800.0 and Options().time_limit == 0.0
+    monkeypatch.setenv("LIPSYNC_MAX_SECONDS", "30")
+    assert server_limits()["max_seconds"] == 30.0 == Options().max_seconds
+    monkeypatch.setenv("LIPSYNC_TIME_LIMIT", "inf")
+    with pytest.raises(LipSyncError, match="LIPSYNC_TIME_LIMIT='inf' is not a finite number"):
+        server_limits()
+
+
 @pytest.mark.parametrize("settings, expected", [
     ({"box_top": 0, "box_bottom": 10 ** 12, "box_left": 0, "box_right": 100}, "is not inside the 512x512 frame"),
     ({"box_top": 0, "box_bottom": float("inf"), "box_left": 0, "box_right": 100}, "must be 4 finite numbers"),
