@@ -37,6 +37,17 @@ def test_app_builds_with_named_endpoint(app_module):
     assert any(dep.get("api_name") == "lipsync" for dep in config["dependencies"])
 
 
+def test_readme_names_every_parameter_of_the_lipsync_endpoint(app_module):
+    """The README's list of /lipsync parameter names is the endpoint's own, in its order (no drift)."""
+    import re
+
+    info = app_module.build_app().get_api_info()
+    served = [p["parameter_name"] for p in info["named_endpoints"]["/lipsync"]["parameters"]]
+    text = (ROOT / "README.md").read_text()
+    listed = re.search(r"^The names: (.*?)(?: \(|\.\n)", text, flags=re.M | re.S).group(1)
+    assert re.findall(r"`(\w+)`", listed) == served
+
+
 @pytest.mark.slow
 def test_handler_runs_end_to_end_on_a_photo(app_module):
     original, result, download, stats, timeline = call_handler(app_module, face=str(EXAMPLES / "astronaut.jpg"),
