@@ -15,10 +15,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import media
 import numpy as np
 import pytest
+from cli_runner import run_lipsync
 
-import media
 from lipsync import batch_cli, batch_manifest, batch_ray
 from lipsync.batch import run_batch
 from lipsync.batch_manifest import load_manifest
@@ -64,9 +65,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "lipsync", "batch", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=300)
+    return run_lipsync("batch", *args, timeout=300)
 
 
 def partial_files(folder: Path) -> list[str]:

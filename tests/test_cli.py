@@ -7,23 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import media
+import pytest
+from cli_runner import run_lipsync
+
 from lipsync.probe import probe_media
 from lipsync.video import read_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "lipsync", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
-
-
 def test_help_explains_every_flag():
-    proc = run_cli("--help")
+    proc = run_lipsync("--help")
     assert proc.returncode == 0
     for flag in ("--checkpoint_path", "--static", "--fps", "--pads", "--face_det_batch_size", "--wav2lip_batch_size",
                  "--resize_factor", "--crop", "--box", "--rotate", "--nosmooth", "--blend", "--device", "--detector"):
@@ -33,7 +28,7 @@ def test_help_explains_every_flag():
 @pytest.mark.slow
 def test_video_to_synced_mp4(checkpoint, face_video, speech, tmp_path):
     out = tmp_path / "my result; 'quoted' $(x).mp4"
-    proc = run_cli("--face", str(face_video), "--audio", str(speech), "--outfile", str(out),
+    proc = run_lipsync("--face", str(face_video), "--audio", str(speech), "--outfile", str(out),
                    "--checkpoint_path", str(checkpoint), "--detector", "haar", "--blend", "feather")
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "Face detector: haar" in proc.stderr
@@ -46,7 +41,7 @@ def test_video_to_synced_mp4(checkpoint, face_video, speech, tmp_path):
 
 def test_photo_to_synced_mp4(checkpoint, face_photo, speech, tmp_path):
     out = tmp_path / "photo.mp4"
-    proc = run_cli("--face", str(face_photo), "--audio", str(speech), "--outfile", str(out),
+    proc = run_lipsync("--face", str(face_photo), "--audio", str(speech), "--outfile", str(out),
                    "--checkpoint_path", str(checkpoint), "--fps", "30")
     assert proc.returncode == 0, proc.stderr
     info = probe_media(str(out))
@@ -76,7 +71,7 @@ def test_bad_input_is_one_clear_sentence(case, checkpoint, face_video, speech, t
         bad.write_bytes(b"\x00" * 1000)
         args["ckpt"] = str(bad)
     out = tmp_path / "out.mp4"
-    proc = run_cli("--face", args["face"], "--audio", args["audio"], "--outfile", str(out),
+    proc = run_lipsync("--face", args["face"], "--audio", args["audio"], "--outfile", str(out),
                    "--checkpoint_path", args["ckpt"], "--detector", "haar", *args["extra"])
     assert proc.returncode == 1
     assert expected in proc.stderr and "Traceback" not in proc.stderr

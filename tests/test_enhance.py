@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
+import media
 import numpy as np
 import pytest
+from cli_runner import run_lipsync
 
-import media
 from lipsync import LipSync, LipSyncError, Options, weights
 from lipsync.blend import alpha_map, mouth_mask
-from lipsync.enhance import FFHQ_TEMPLATE, network_input, network_output, put_back, similarity
+from lipsync.enhance import (
+    FFHQ_TEMPLATE,
+    network_input,
+    network_output,
+    put_back,
+    similarity,
+)
 from lipsync.geometry import Box
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,14 +184,12 @@ def test_cli_with_random_gfpgan_keeps_the_upper_face_of_the_plain_result(checkpo
     once): the same video as `--enhance none` above the mouth (up to the encoder's noise), another mouth."""
     from media import read_all_frames
 
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT), LIPSYNC_GFPGAN=str(gfpgan_weights))
     outputs = {}
     for enhance in ("none", "gfpgan"):
         outputs[enhance] = tmp_path / f"{enhance}.mp4"
-        proc = subprocess.run([sys.executable, "-m", "lipsync", "--face", str(face_photo), "--audio",
-                               str(short_speech), "--outfile", str(outputs[enhance]), "--checkpoint_path",
-                               str(checkpoint), "--detector", "blazeface", "--blend", "mouth", "--enhance", enhance],
-                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+        proc = run_lipsync("--face", face_photo, "--audio", short_speech, "--outfile", outputs[enhance],
+                           "--checkpoint_path", checkpoint, "--detector", "blazeface", "--blend", "mouth",
+                           "--enhance", enhance, env={"LIPSYNC_GFPGAN": str(gfpgan_weights)}, timeout=900)
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     plain, enhanced = read_all_frames(outputs["none"]), read_all_frames(outputs["gfpgan"])
     assert len(plain) == len(enhanced) == 5  # 0.3 s: mel windows at 0, 3.2, 6.4 and 9.6 frames, then the last

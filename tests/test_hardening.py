@@ -16,10 +16,11 @@ import time
 import zlib
 from pathlib import Path
 
-import pytest
-
 import media
+import pytest
 from app_handler import call_handler
+from cli_runner import child_env
+
 from lipsync.errors import LipSyncError
 from lipsync.ffmpeg import ffmpeg_exe
 from lipsync.probe import probe_media
@@ -61,7 +62,7 @@ def run_cli(*args: str, env: dict | None = None) -> tuple[int, str, float, float
             "sys.exit(c)")
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(env or {})})
+                          env=child_env(env))
     peak = PEAK.search(proc.stderr)
     return proc.returncode, proc.stderr, time.perf_counter() - start, float(peak.group(1)) if peak else 0.0
 
