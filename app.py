@@ -41,10 +41,10 @@ import gradio as gr
 
 import app_queue
 
-from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, EngineOptions, LipSyncError, Options, available_checkpoints,
-                     default_enhance, display_copy, draw_boxes, enhance_seconds, env_number, face_preview, face_scan,
-                     face_timeline, fetch_weights, gpu_seconds, prune_detection_cache, shared_engine)
-from lipsync.options import DEVICES, server_limits
+from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, DEVICES, EngineOptions, LipSyncError, Options,
+                     available_checkpoints, default_enhance, display_copy, draw_boxes, enhance_seconds, env_number,
+                     face_preview, face_scan, face_timeline, fetch_weights, gpu_seconds, prune_detection_cache,
+                     server_limits, shared_engine)
 
 log = logging.getLogger("lipsync.app")
 ROOT = Path(__file__).resolve().parent
