@@ -96,14 +96,20 @@ def stand_in(monkeypatch):
     return restorer
 
 
+@pytest.fixture(scope="module")
+def clip_speech(data_dir):
+    """0.6 s of speech (15 frames): enough frames for what these tests check, a quarter of a 2 s job's time."""
+    return media.make_speech(data_dir / "speech_0.6s.wav", seconds=0.6)
+
+
 @pytest.mark.parametrize("blend", ["mouth", "box"])
-def test_the_upper_face_is_the_unenhanced_result_bit_for_bit(engine, face_photo, speech, tmp_path, captured,
+def test_the_upper_face_is_the_unenhanced_result_bit_for_bit(engine, face_photo, clip_speech, tmp_path, captured,
                                                             stand_in, blend):
     box = dict(box=ASTRONAUT_BOX.tblr, blend=blend)
-    plain = _sync(engine, face_photo, speech, tmp_path / "plain.mp4", **box)
+    plain = _sync(engine, face_photo, clip_speech, tmp_path / "plain.mp4", **box)
     before = [f.copy() for f in captured]
     captured.clear()
-    result = _sync(engine, face_photo, speech, tmp_path / "enhanced.mp4", enhance="gfpgan", enhance_strength=0.8,
+    result = _sync(engine, face_photo, clip_speech, tmp_path / "enhanced.mp4", enhance="gfpgan", enhance_strength=0.8,
                    **box)
     assert result.frames == plain.frames == len(captured) == len(before) and stand_in.faces == result.frames
     alpha = alpha_map("mouth", ASTRONAUT_BOX, 512, 512)
@@ -118,15 +124,15 @@ def test_the_upper_face_is_the_unenhanced_result_bit_for_bit(engine, face_photo,
     assert "strength 0.8" in result.summary()
 
 
-def test_a_face_too_small_for_landmarks_keeps_its_mouth_and_is_counted(engine, speech, tmp_path, captured,
+def test_a_face_too_small_for_landmarks_keeps_its_mouth_and_is_counted(engine, clip_speech, tmp_path, captured,
                                                                        stand_in):
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), cv2.resize(media.astronaut_bgr(), (64, 64), interpolation=cv2.INTER_AREA))
     box = dict(box=(8, 28, 21, 37), blend="mouth")  # top bottom left right: a 16x20 px face
-    plain = _sync(engine, small, speech, tmp_path / "plain.mp4", **box)
+    plain = _sync(engine, small, clip_speech, tmp_path / "plain.mp4", **box)
     before = [f.copy() for f in captured]
     captured.clear()
-    result = _sync(engine, small, speech, tmp_path / "enhanced.mp4", enhance="gfpgan", **box)
+    result = _sync(engine, small, clip_speech, tmp_path / "enhanced.mp4", enhance="gfpgan", **box)
     assert result.frames == plain.frames and result.frames_enhanced == 0 and stand_in.faces == 0
     assert sum(result.frames_not_enhanced.values()) == result.frames
     assert set(result.frames_not_enhanced) <= {"small", "no face"}
@@ -134,12 +140,12 @@ def test_a_face_too_small_for_landmarks_keeps_its_mouth_and_is_counted(engine, s
     assert "kept unenhanced" in result.summary()
 
 
-def test_without_weights_offline_the_job_runs_unenhanced_with_one_sentence(engine, face_photo, speech, tmp_path,
+def test_without_weights_offline_the_job_runs_unenhanced_with_one_sentence(engine, face_photo, clip_speech, tmp_path,
                                                                            monkeypatch):
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "weights")
     monkeypatch.delenv("LIPSYNC_GFPGAN", raising=False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    result = _sync(engine, face_photo, speech, tmp_path / "out.mp4", enhance="gfpgan")
+    result = _sync(engine, face_photo, clip_speech, tmp_path / "out.mp4", enhance="gfpgan")
     assert Path(result.outfile).is_file() and result.frames_enhanced == 0
     problem = result.enhance_problem
     assert "GFPGANv1.4.pth" in problem and str(tmp_path / "weights") in problem and "--enhance none" in problem
