@@ -26,7 +26,7 @@ import numpy as np
 
 from . import atomic
 from .concurrency import BuildOnce
-from .devices import cpu_threads, map_batches
+from .devices import cpu_threads, map_batches, torch_available, torch_missing
 from .errors import LipSyncError
 from .files import cache_root, checkpoint_sha256
 
@@ -50,6 +50,12 @@ def seconds_per_face(device: str) -> float:
     return CPU_CORE_SECONDS_PER_FACE / cpu_threads() if str(device).startswith("cpu") else GPU_SECONDS_PER_FACE
 
 
+def needs_torch() -> LipSyncError:
+    """The one sentence for the CPU install (no torch): the network is PyTorch code (on a CPU, converted for
+    OpenVINO once per weights file and OpenVINO version; a cached conversion then runs without torch)."""
+    return torch_missing("The GFPGAN face restorer", "set enhance to none")
+
+
 def _one_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
@@ -61,6 +67,8 @@ class TorchRestorer:
     name = "pytorch"
 
     def __init__(self, weights: str, device: str, reason: str = "", model: Any = None) -> None:
+        if model is None and not torch_available():
+            raise needs_torch()
         from .gfpgan import load_gfpgan
 
         self.device = str(device)
@@ -181,6 +189,8 @@ def load_openvino(weights: str) -> OpenVINORestorer:
             return OpenVINORestorer(core.read_model(str(folder / IR_NAME)), core, threads, "cached")
         except Exception as err:  # noqa: BLE001  (a damaged entry: convert again)
             log.info("Converted restorer at %s unreadable (%s); converting again", folder, _one_line(err))
+    if not torch_available():  # converting runs the PyTorch network; a cached conversion needs no torch
+        raise needs_torch()
     import torch
 
     from .gfpgan import load_gfpgan

@@ -179,3 +179,44 @@ print(json.dumps({{"code": code, "default_workers": default_workers()}}))
     got = run_without_torch(script, tmp_path)
     assert got == {"code": 0, "default_workers": 1}
     assert all((tmp_path / f"out{i}.mp4").stat().st_size > 0 for i in range(2))
+
+
+# Everything requirements-cpu.txt leaves out, blocked at once: what the CPU install has not got.
+BLOCK_LEAN = "import sys\nfor _name in ('torch', 'mediapipe', 'scipy', 'librosa', 'face_alignment', 'skimage'):\n" \
+             "    sys.modules[_name] = None  # `import` of any of these raises ImportError from here on\n"
+
+
+def test_cpu_install_builds_the_app_and_runs_a_job(checkpoint, face_photo, tmp_path):
+    """With torch, mediapipe, scipy, librosa and face-alignment all unimportable: the app's page is built, a CLI job
+    (BlazeFace, the default detector) writes its MP4, and --enhance gfpgan gives the one sentence saying what to
+    install (the job still completes, unenhanced), as does the restorer asked for directly."""
+    speech = media.write_wav(tmp_path / "speech.wav", media.speech_samples(0.4, seed=4))
+    weights = tmp_path / "gfpgan.pth"
+    weights.write_bytes(b"not needed: the sentence comes before the file is read")
+    script = SAID + f"""
+import contextlib, io, sys
+sys.path.insert(0, {str(ROOT)!r})
+import app
+page = app.build_app()
+from lipsync.__main__ import main
+from lipsync import restorer
+said_err = io.StringIO()
+with contextlib.redirect_stderr(said_err):
+    code = main(["--face", {str(face_photo)!r}, "--audio", {str(speech)!r}, "--outfile", {str(tmp_path / "out.mp4")!r},
+                 "--checkpoint_path", {str(checkpoint)!r}, "--enhance", "gfpgan"])
+out = {{"events": len(page.fns), "code": code, "stderr": said_err.getvalue(),
+       "openvino": said(lambda: restorer.build_restorer({str(weights)!r}, "cpu").label),
+       "pytorch": said(lambda: restorer.build_restorer({str(weights)!r}, "cpu", "pytorch").label),
+       "blocked": sorted(m for m, v in sys.modules.items() if v is not None and m.split(".")[0] in
+                         ("torch", "mediapipe", "scipy", "librosa", "face_alignment", "skimage"))}}
+print(json.dumps(out))
+"""
+    got = run_without_torch(BLOCK_LEAN + script, tmp_path, LIPSYNC_GFPGAN=str(weights), HF_HUB_OFFLINE="1",
+                            LIPSYNC_OUTPUT_DIR=str(tmp_path / "app"), LIPSYNC_CACHE_DIR=str(tmp_path / "boxes"))
+    sentence = ("The GFPGAN face restorer needs PyTorch, which is not installed here. Install it with "
+                "`pip install -r requirements-gpu.txt`, or set enhance to none.")
+    assert got["events"] > 0 and got["code"] == 0 and got["blocked"] == []
+    assert (tmp_path / "out.mp4").stat().st_size > 0
+    assert f"Warning: the mouth was not enhanced. {sentence}" in got["stderr"]
+    assert "Traceback" not in got["stderr"]
+    assert got["openvino"] == got["pytorch"] == f"Error: {sentence}"
