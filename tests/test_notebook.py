@@ -198,7 +198,8 @@ def test_failed_install_names_the_package_and_what_to_do(tmp_path, monkeypatch, 
                      if (d.metadata["Name"] or "").lower().startswith("opencv")})
     missing = "lipsync-no-such-package==0.0.1" if torch_case == "kept" else "torch>=99"
     lines = ["numpy", *opencv, *(["torch>=2.0", missing] if torch_case == "kept" else [missing])]
-    (project / "requirements.txt").write_text("\n".join(lines) + "\n")
+    for name in ("requirements.txt", "requirements-cpu.txt"):  # what a GPU runtime installs, and a CPU one
+        (project / name).write_text("\n".join(lines) + "\n")
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.delenv("LIPSYNC_NOTEBOOK_SKIP_INSTALL", raising=False)
     nb, error = execute(tmp_path / "work", monkeypatch, [], skip_install=False, project=project)

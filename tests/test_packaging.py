@@ -79,6 +79,24 @@ def test_wheel_carries_the_licence_notes_and_the_command(wheel):
     assert "lipsync = lipsync.__main__:console_main" in meta["entry_points.txt"]
 
 
+
+def test_wheel_depends_on_the_cpu_set_with_a_gpu_extra(wheel):
+    """`pip install .` installs requirements-cpu.txt; `pip install ".[gpu]"` adds requirements-gpu.txt."""
+    from packaging.requirements import Requirement
+
+    from test_requirements import requirements
+
+    _, meta = wheel_names(wheel)
+    plain, gpu = set(), set()
+    for line in meta["METADATA"].splitlines():
+        if line.startswith("Requires-Dist: "):
+            requirement = Requirement(line.removeprefix("Requires-Dist: "))
+            marker, requirement.marker = requirement.marker, None
+            (plain if marker is None else gpu).add(str(requirement))
+            assert marker is None or str(marker) == 'extra == "gpu"', line
+    assert plain == {str(r) for r in requirements("requirements-cpu.txt").values()}
+    assert gpu == {str(r) for r in requirements("requirements-gpu.txt").values()}
+
 @pytest.mark.slow  # installs the wheel and runs two child processes
 def test_lipsync_command_runs_from_the_installed_wheel(wheel, tmp_path):
     """Installed with --no-deps into a folder of its own (its dependencies are this environment's), run from
