@@ -107,7 +107,10 @@ def installed_by(top: dict[str, Requirement]) -> set[str]:
 
 def test_everything_lipsync_imports_comes_with_the_cpu_set():
     owners = metadata.packages_distributions()
-    lean = installed_by(requirements("requirements-cpu.txt"))
+    cpu = requirements("requirements-cpu.txt")
+    lean = installed_by(cpu)
+    absent = sorted(set(cpu) - lean)
+    assert not absent, f"not installed here: {absent} (the test environment: pip install -r requirements-dev.txt)"
     missing = {}
     for module, files in imported_modules().items():
         if module in sys.stdlib_module_names or module in ("lipsync", "app_files", "app_queue") or module in OPTIONAL:
