@@ -180,7 +180,7 @@ def speed(n_faces: int, rounds: int) -> None:
     print("|---|---|")
     print(f"| landmarks (face mesh on OpenVINO, two looks) | {landmark_ms:.1f} |")
     print(f"| align + warp back + blend | {warp_ms:.1f} |")
-    cache = restorer._entry(str(weights), __import__("openvino").__version__)
+    cache = restorer.cache_entry(str(weights))
     fresh = not cache.exists()
     t = time.perf_counter()
     ov = restorer.build_restorer(str(weights), "cpu")

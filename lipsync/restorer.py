@@ -15,16 +15,14 @@ about 170 GFLOP a face in its plain convolutions, some 20 times the Wav2Lip gene
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import atomic
+from . import ovmodels
 from .concurrency import BuildOnce
 from .devices import cpu_threads, map_batches, torch_available, torch_missing
 from .errors import LipSyncError
@@ -99,22 +97,15 @@ class OpenVINORestorer:
 
     name = "openvino"
 
-    def __init__(self, ov_model: Any, core: Any, threads: int, state: str) -> None:
+    def __init__(self, ov_model: Any, core: Any, threads: int) -> None:
         self.streams = max(1, min(2, threads))
-        config = {"INFERENCE_PRECISION_HINT": "f32", "EXECUTION_MODE_HINT": "ACCURACY",
-                  "NUM_STREAMS": self.streams, "INFERENCE_NUM_THREADS": threads}
-        self.compiled = core.compile_model(ov_model, "CPU", config)
-        precision = str(self.compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
-        if "f32" not in precision and "float32" not in precision:
-            raise RuntimeError(f"OpenVINO compiled the restorer in {precision}, not fp32")
+        self.compiled, _ = ovmodels.compile_cpu(core, ov_model, threads, self.streams)  # fp32, checked
         self.requests = [self.compiled.create_infer_request() for _ in range(self.streams)]
         self.lock = threading.Lock()  # the requests are shared by the engine's jobs: one batch at a time
-        import openvino as ov
-
         per_stream = max(1, threads // self.streams)
-        self.reason = (f"OpenVINO {ov.__version__.split('-')[0]} fp32, {self.streams} stream"
-                       f"{'s' if self.streams > 1 else ''} x {per_stream} thread{'s' if per_stream > 1 else ''}, "
-                       f"{state}")
+        self.reason = (f"OpenVINO {ovmodels.version().split('-')[0]} fp32, {self.streams} stream"
+                       f"{'s' if self.streams > 1 else ''} x {per_stream} thread{'s' if per_stream > 1 else ''}")
+        self.state = ""  # where the model came from: 'cached', 'built now', ... (ovmodels.Made.state)
 
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         out = np.empty_like(faces)
@@ -131,7 +122,7 @@ class OpenVINORestorer:
 
     @property
     def label(self) -> str:
-        return f"openvino ({self.reason})"
+        return f"openvino ({self.reason}, {self.state})" if self.state else f"openvino ({self.reason})"
 
 
 class SafeRestorer:
@@ -165,52 +156,45 @@ def example_faces(n: int = 1) -> np.ndarray:
     return np.ascontiguousarray(np.clip(faces, -1, 1), dtype=np.float32)
 
 
-def _entry(weights: str, version: str) -> Path:
-    root = cache_root()
-    return root / f"gfpgan-{checkpoint_sha256(weights, root)}-openvino{version.replace('/', '_')}-f{FORMAT}"
-
-
-def _save(ov_model: Any, ov: Any, target: Path) -> None:
-    """Write the IR (fp32 weights) into `target` atomically: a reader sees the whole entry or none."""
-    with atomic.replacing_folder(target, done_marker=IR_NAME) as tmp:
-        ov.save_model(ov_model, str(tmp / IR_NAME), compress_to_fp16=False)
-        (tmp / "meta.json").write_text(json.dumps({"openvino": ov.__version__, "format": FORMAT}))
+def cache_entry(weights: str) -> Path:
+    """The on-disk cache folder of this weights file's OpenVINO conversion (lipsync.ovmodels names it)."""
+    return ovmodels.entry_dir(f"gfpgan-{checkpoint_sha256(weights, cache_root())}", FORMAT)
 
 
 def load_openvino(weights: str) -> OpenVINORestorer:
-    """GFPGAN on OpenVINO, read from the cache or converted now (and checked against PyTorch); raises on failure."""
+    """GFPGAN on OpenVINO, read from the cache or converted now (and checked against PyTorch); raises on failure.
+
+    Converting runs the PyTorch network, so it needs torch; a cached conversion runs without it."""
     import openvino as ov
 
     core = ov.Core()
-    folder = _entry(weights, ov.__version__)
     threads = cpu_threads()
-    if (folder / IR_NAME).is_file():
-        try:
-            return OpenVINORestorer(core.read_model(str(folder / IR_NAME)), core, threads, "cached")
-        except Exception as err:  # noqa: BLE001  (a damaged entry: convert again)
-            log.info("Converted restorer at %s unreadable (%s); converting again", folder, _one_line(err))
-    if not torch_available():  # converting runs the PyTorch network; a cached conversion needs no torch
-        raise needs_torch()
-    import torch
-
-    from .gfpgan import load_gfpgan
-
-    model = load_gfpgan(weights, "cpu")
     example = example_faces(1)
-    with torch.inference_mode():
-        ov_model = ov.convert_model(model, example_input=torch.from_numpy(example))
-        reference = model(torch.from_numpy(example)).numpy()
-    try:
-        _save(ov_model, ov, folder)
-        ov_model = core.read_model(str(folder / IR_NAME))  # run what is cached, as later starts will
-    except OSError as err:
-        log.info("Could not cache the converted restorer in %s (%s)", folder, err)
-    restorer = OpenVINORestorer(ov_model, core, threads, "converted now")
-    error = float(np.abs(restorer(example) - reference).max())
-    if error > SELF_CHECK_TOLERANCE:
-        shutil.rmtree(folder, ignore_errors=True)
-        raise RuntimeError(f"its output differs from PyTorch's by {error:.3f}")
-    return restorer
+    reference: list[np.ndarray] = []
+
+    def convert() -> Any:
+        if not torch_available():
+            raise needs_torch()
+        import torch
+
+        from .gfpgan import load_gfpgan
+
+        model = load_gfpgan(weights, "cpu")
+        with torch.inference_mode():
+            converted = ov.convert_model(model, example_input=torch.from_numpy(example))
+            reference.append(model(torch.from_numpy(example)).numpy())
+        return converted
+
+    def check(restorer: OpenVINORestorer) -> None:
+        error = float(np.abs(restorer(example) - reference[0]).max())
+        if error > SELF_CHECK_TOLERANCE:
+            raise RuntimeError(f"its output differs from PyTorch's by {error:.3f}")
+
+    made = ovmodels.load_or_build(cache_entry(weights), IR_NAME, build=convert,
+                                  prepare=lambda model: OpenVINORestorer(model, core, threads), check=check,
+                                  meta={"format": FORMAT}, core=core)
+    made.value.state = made.state
+    return made.value
 
 
 def build_restorer(weights: str, device: str, backend: str = "auto") -> SafeRestorer:
