@@ -38,6 +38,8 @@ _EXPORTS = {
     "available_checkpoints": "weights", "prune_detection_cache": "cache", "CHECKPOINTS": "weights", "DEFAULT_CHECKPOINT": "weights",
     "run_batch": "batch", "load_manifest": "batch_manifest", "BatchReport": "batch_report", "JobResult": "batch_report",
     "Job": "batch_manifest",
+    "Avatar": "avatar", "LiveSession": "live", "LiveFrame": "live", "Progress": "segments",
+    "write_live_segment": "segments",
 }
 
 __all__ = ["LipSyncError", *_EXPORTS]

@@ -188,13 +188,7 @@ def preemphasis(wav: np.ndarray) -> np.ndarray:
 
 def melspectrogram(wav: np.ndarray) -> np.ndarray:
     """Wav2Lip's normalised log-mel spectrogram, shape (80, frames), values in [-4, 4]."""
-    emphasised = preemphasis(wav)
-    spectrum = stft_magnitude(emphasised)
-    mel = np.dot(_mel_basis(), spectrum)
-    min_level = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
-    db = 20 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
-    scaled = (2 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / (-MIN_LEVEL_DB)) - MAX_ABS_VALUE
-    return np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE)
+    return _normalised_mel(stft_magnitude(preemphasis(wav)))
 
 
 def warm_up() -> None:
@@ -230,3 +224,50 @@ def mel_windows(mel: np.ndarray, fps: float) -> np.ndarray:
     """All windows as one array, shape (frames, 80, 16), float32."""
     starts = window_starts(mel.shape[1], fps)
     return np.stack([mel[:, s: s + MEL_WINDOW] for s in starts]).astype(np.float32)
+
+
+LOOKAHEAD_SAMPLES = (MEL_WINDOW - 1) * HOP_LENGTH + N_FFT // 2  # audio past a frame's start its window reads (0.2125 s)
+
+
+class MelStream:
+    """The mel spectrogram of audio that arrives in pieces: each mel frame as soon as all its samples are in.
+
+    Frame k of `melspectrogram` is centred on sample k * 200 and reads the pre-emphasised
+    samples k*200-400 .. k*200+400 (zero before the start), and nothing else of the clip is
+    involved (no normalisation over the whole clip): so a frame computed here from the
+    samples received so far is the offline frame, computed the same way. Only the samples
+    still needed by frames to come are kept (at most 800).
+    """
+
+    def __init__(self) -> None:
+        self._tail = np.zeros(N_FFT // 2, np.float64)  # pre-emphasised samples from frame `frames`'s start
+        self._last: float | None = None  # the previous raw sample, for pre-emphasis across pieces
+        self.frames = 0  # mel frames produced so far
+        self.samples = 0  # samples received so far
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Append 16 kHz mono samples; returns the mel frames they complete, shape (80, k) (k may be 0)."""
+        x = np.asarray(samples, dtype=np.float64).reshape(-1)
+        if len(x):
+            emphasised = preemphasis(x)
+            if self._last is not None:
+                emphasised[0] = x[0] - PREEMPHASIS * self._last
+            self._last = float(x[-1])
+            self._tail = np.concatenate([self._tail, emphasised])
+            self.samples += len(x)
+        complete = 0 if len(self._tail) < N_FFT else 1 + (len(self._tail) - N_FFT) // HOP_LENGTH
+        if complete == 0:
+            return np.zeros((N_MELS, 0))
+        frames = np.lib.stride_tricks.sliding_window_view(self._tail, N_FFT)[::HOP_LENGTH][:complete].T
+        self._tail = self._tail[complete * HOP_LENGTH:]
+        self.frames += complete
+        return _normalised_mel(np.abs(np.fft.rfft(_hann_periodic(WIN_LENGTH)[:, np.newaxis] * frames, axis=0)))
+
+
+def _normalised_mel(spectrum: np.ndarray) -> np.ndarray:
+    """Magnitude spectrum (401, frames) -> Wav2Lip's normalised log-mel frames (80, frames) in [-4, 4]."""
+    mel = np.dot(_mel_basis(), spectrum)
+    min_level = np.exp(MIN_LEVEL_DB / 20 * np.log(10))
+    db = 20 * np.log10(np.maximum(min_level, mel)) - REF_LEVEL_DB
+    scaled = (2 * MAX_ABS_VALUE) * ((db - MIN_LEVEL_DB) / (-MIN_LEVEL_DB)) - MAX_ABS_VALUE
+    return np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE)

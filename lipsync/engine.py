@@ -12,19 +12,22 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from . import audio, limits
+from .avatar import Avatar, prepare_avatar
 from .concurrency import BuildOnce
 from .devices import release_memory, resolve_device
 from .errors import LipSyncError
 from .faces import DetectorChoice, get_detector
 from .generator import LazyModel, backend_for
-from .options import Options
+from .live import LiveSession, LiveSlots, start_session
+from .options import Options, env_number
 from .pipeline import ProgressCallback, run
 from .preview import FacePreview, make_preview, scan_faces
 from .probe import probe_media
 from .results import SyncResult
+from .segments import Progress, stream_job
 from .video import display_copy as _display_copy
 from .weights import find_s3fd, resolve_checkpoint, resolve_restorer
 
@@ -53,6 +56,7 @@ class LipSync:
         backend_for(self.network, self.device)
         warming.join()
         self.allow_download = allow_download
+        self.live_slots = LiveSlots(int(env_number("LIPSYNC_LIVE_SESSIONS", 1)))
 
     @property
     def model(self) -> Wav2Lip:
@@ -78,6 +82,43 @@ class LipSync:
             return shared_restorer(resolve_restorer(download=self.allow_download), self.device, options.backend), ""
         except LipSyncError as err:
             return None, str(err)
+
+    def sync_stream(self, face: str, audio: str, outfile: str, segment_dir: str, options: Options | None = None,
+                    **overrides: Any) -> Iterator[Progress | str | SyncResult]:
+        """`sync`, handing out the result while it is made: progress reports (`Progress`), the path of each
+        finished MPEG-TS segment of the output (in `segment_dir`), then the `SyncResult`. The MP4 at `outfile` is
+        the one `sync` writes. Closing the iterator early stops the job."""
+        options = replace(options or Options(), **overrides) if overrides else options or Options()
+        detector = None if options.fixed_box is not None else self.detector(options)
+
+        def job(progress: ProgressCallback) -> SyncResult:
+            restorer, problem = self.restorer(options)  # as `sync` does, so the MP4 is the same file
+            try:
+                return run(face, audio, outfile, self.network, self.device, options, detector, progress, restorer,
+                           problem, segment_dir)
+            finally:
+                release_memory(self.device)
+
+        return stream_job(job, segment_dir)
+
+    def prepare_avatar(self, avatar: str, options: Options | None = None) -> Avatar:
+        """A photo or short clip prepared for live sessions (faces found, crops cut); refuses one with no face."""
+        options = options or Options()
+        detector = None if options.fixed_box is not None else self.detector(options)
+        return prepare_avatar(avatar, options, detector and detector.detector, detector.name if detector else "")
+
+    def live(self, avatar: str | Avatar, options: Options | None = None, wait: float = 0.0) -> LiveSession:
+        """Start a live session on `avatar` (a path, or an Avatar from `prepare_avatar`): push audio chunks,
+        read synced frames, each with its audio (lipsync.live). One session per engine at a time by default
+        ($LIPSYNC_LIVE_SESSIONS); waits up to `wait` seconds for a free one, then refuses with a sentence."""
+        options = options or Options()
+        prepared = avatar if isinstance(avatar, Avatar) else self.prepare_avatar(avatar, options)
+        release = self.live_slots.acquire(wait)
+        try:
+            return start_session(prepared, self.network, self.device, options, release)
+        except BaseException:
+            release()
+            raise
 
     def sync(self, face: str, audio: str, outfile: str, options: Options | None = None,
              progress: ProgressCallback | None = None, **overrides: Any) -> SyncResult:

@@ -148,6 +148,11 @@ class Options:
                             server=10000.0)  # in the app: 2 min of 1080p at 40 fps
     time_limit: float = setting(0.0, "stop a job that runs longer than this many seconds (0: no limit)",
                                 env="LIPSYNC_TIME_LIMIT", server=900.0)
+    live_fps: float = setting(0.0, "live mode: frames per second; 0 picks the fastest of 25, 20, 12.5 and 10 that "
+                                   "the generator holds here with room to spare (timed when the session starts)",
+                              cli=False)
+    live_seconds: float = setting(300.0, "live mode: a session ends after this many seconds (0: no limit)",
+                                  env="LIPSYNC_LIVE_SECONDS", cli=False)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -167,7 +172,7 @@ class Options:
                                "25, or raise the limit (--max_fps, LIPSYNC_MAX_FPS).")
         if self.face_det_batch_size < 1 or self.wav2lip_batch_size < 0:
             raise LipSyncError("Batch sizes must be 1 or more.")
-        negative = [f.name for f in fields(self) if f.name.startswith(("max_", "det_max", "time_limit"))
+        negative = [f.name for f in fields(self) if f.name.startswith(("max_", "det_max", "time_limit", "live_"))
                     and getattr(self, f.name) < 0]
         if negative:
             raise LipSyncError(f"Limits must be 0 (no limit) or more: {', '.join('--' + n for n in negative)}.")

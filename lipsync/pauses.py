@@ -89,3 +89,44 @@ def pause_weights(quiet_frames: np.ndarray, fps: float) -> np.ndarray:
                 weights[k] = 0.0 if d > FADE_FRAMES else 1.0 - d / (FADE_FRAMES + 1)
         i = j
     return weights
+
+
+LIVE_FLOOR_DBFS = -45.0  # live: a microphone's own noise (often -60 to -50 dBFS) never moves the mouth
+
+
+class LivePauses:
+    """The same idea for a live stream, decided as the audio arrives: a blend weight per frame, in order.
+
+    A frame is voiced when some 25 ms of its mel window (0.2 s ahead of it) is within
+    `SILENCE_DB` of the loudest 25 ms heard so far and above `LIVE_FLOOR_DBFS`. The mouth
+    fades in over `FADE_FRAMES` from the first voiced window (the speech itself is still
+    up to 0.2 s ahead then, so the fade is over when it is heard), stays through gaps
+    shorter than `MIN_PAUSE`, then fades out; silence from the start is idle (weight 0).
+    """
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.peak_db = -np.inf
+        self.quiet_frames = np.inf  # consecutive quiet frames so far: a session starts idle
+        self.weight = 0.0
+
+    def next_weight(self, window: np.ndarray) -> float:
+        """The weight of the next frame, from the 16 kHz samples its mel window reads."""
+        level = self._loudest(window)
+        self.peak_db = max(self.peak_db, level)
+        voiced = level >= max(LIVE_FLOOR_DBFS, self.peak_db + SILENCE_DB)
+        self.quiet_frames = 0 if voiced else self.quiet_frames + 1
+        target = 1.0 if self.quiet_frames < MIN_PAUSE * self.fps else 0.0
+        step = 1.0 / (FADE_FRAMES + 1)
+        self.weight = min(target, self.weight + step) if target > self.weight else max(target, self.weight - step)
+        return self.weight
+
+    @staticmethod
+    def _loudest(window: np.ndarray) -> float:
+        """The loudest 25 ms (RMS, dBFS) of `window`."""
+        n = len(window) // RMS_WINDOW * RMS_WINDOW
+        if n == 0:
+            return -np.inf
+        blocks = np.asarray(window[:n], np.float64).reshape(-1, RMS_WINDOW)
+        power = float((blocks * blocks).mean(axis=1).max())
+        return 10 * np.log10(max(power, 1e-20))

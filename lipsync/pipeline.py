@@ -33,6 +33,7 @@ from .geometry import IMG_SIZE, Box
 from .options import Options
 from .probe import probe_media
 from .results import SyncResult
+from .segments import SegmentPlan
 from .source import FaceSource
 from .timings import StageTimes
 from .track import FaceDetection
@@ -116,11 +117,12 @@ def synthesize(source: FaceSource, windows: np.ndarray, crop_for: CropFor, optio
 
 def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, options: Options,
         detector: DetectorChoice | None, progress: ProgressCallback | None = None, restorer: object = None,
-        enhance_note: str = "") -> SyncResult:
+        enhance_note: str = "", segment_dir: str | None = None) -> SyncResult:
     """Lip-sync `face` (video or photo) to `audio` and write `outfile`; see the module docstring.
 
     `detector` may be None only with a fixed box (options.box). `restorer` (lipsync.restorer) enhances the
-    mouth (options.enhance); `enhance_note` says why a wanted one is missing (the job runs without it).
+    mouth (options.enhance); `enhance_note` says why a wanted one is missing (the job runs without it). With
+    `segment_dir`, the output also goes there in short segments as it is made (lipsync.segments).
     """
     progress = limits.with_deadline(progress or (lambda stage, done, total: None), options.time_limit)
     timings = StageTimes()
@@ -153,7 +155,9 @@ def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, opti
 
     t1 = time.perf_counter()
     try:
-        with VideoWriter(outfile, source.width, source.height, fps, audio, video_codec=encoder) as writer:
+        segments = SegmentPlan(segment_dir, len(windows) / fps) if segment_dir else None
+        with VideoWriter(outfile, source.width, source.height, fps, audio, video_codec=encoder,
+                         segments=segments) as writer:
             faced = synthesize(source, windows, crop_for, options, runner, writer, timings, progress, weights,
                                enhancer)
             progress("Encoding", 0, 1)

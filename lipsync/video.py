@@ -24,6 +24,7 @@ import numpy as np
 from . import atomic, ffmpeg
 from .errors import LipSyncError
 from .probe import MediaInfo
+from .segments import SegmentPlan, keyframe_args, tee_output
 
 
 def read_image(path: str) -> np.ndarray:
@@ -120,10 +121,13 @@ class VideoWriter:
 
     Use as a context manager: the MP4 appears at `outfile` only when the block ends
     without an error and ffmpeg exits cleanly; otherwise the partial file is deleted.
+    With `segments`, the same encoded stream also goes out in short MPEG-TS segments as it
+    is made (lipsync.segments); the MP4 is byte for byte the same either way.
     """
 
     def __init__(self, outfile: str, width: int, height: int, fps: float, audio_path: str | None,
-                 video_codec: str = "libx264", crf: int = 18, preset: str = "superfast") -> None:
+                 video_codec: str = "libx264", crf: int = 18, preset: str = "superfast",
+                 segments: SegmentPlan | None = None) -> None:
         self.outfile = os.path.abspath(outfile)
         self.width, self.height = width, height
         self.even_width, self.even_height = width + width % 2, height + height % 2
@@ -142,16 +146,15 @@ class VideoWriter:
         rate = fps_fraction(fps)
         cmd = ffmpeg.command("-y", "-v", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{self.even_width}x{self.even_height}",
                "-framerate", f"{rate.numerator}/{rate.denominator}", "-i", "-")
-        if audio_path:
-            cmd += [*ffmpeg.input_args(audio_path), "-map", "0:v:0", "-map", "1:a:0"]
+        cmd += [*ffmpeg.input_args(audio_path), "-map", "0:v:0", "-map", "1:a:0"] if audio_path else ["-map", "0:v:0"]
         if video_codec == "h264_nvenc":
             cmd += ["-c:v", "h264_nvenc", "-preset", "p4", "-cq", str(crf + 1)]
         else:
             cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf)]
-        cmd += ["-pix_fmt", "yuv420p", "-r", f"{rate.numerator}/{rate.denominator}"]
+        cmd += ["-pix_fmt", "yuv420p", "-r", f"{rate.numerator}/{rate.denominator}", *keyframe_args()]
         if audio_path:
             cmd += ["-c:a", "aac", "-b:a", "192k"]
-        cmd += ["-movflags", "+faststart", "-f", "mp4", self.partial]
+        cmd += tee_output(self.partial, segments)
         self._stderr = tempfile.TemporaryFile()
         # Its own session: a Ctrl-C in the terminal must not make ffmpeg finish the partial file on its own;
         # the writer decides (complete: moved into place; interrupted: killed and deleted).

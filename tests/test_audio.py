@@ -58,3 +58,34 @@ def test_too_short_audio():
 def test_video_without_sound_as_audio(face_video):
     with pytest.raises(LipSyncError, match="no sound track"):
         audio.load_audio(str(face_video))
+
+
+def test_mel_of_audio_in_pieces_is_the_offline_mel():
+    """Live audio arrives in pieces of any size: each mel frame made from them is the offline one (up to the
+    summation order of the BLAS product, 1e-15), and the model's float32 windows are identical."""
+    from lipsync.audio import MEL_WINDOW, MelStream, mel_windows, melspectrogram, window_starts
+
+    rng = np.random.default_rng(3)
+    wav = (np.sin(np.arange(48000) * 0.05) * 0.3 + rng.standard_normal(48000) * 0.05).astype(np.float32)
+    offline = melspectrogram(wav)
+    for sizes in ([1, 7, 199, 200, 201, 640], [16000], [3]):
+        stream, parts, i = MelStream(), [], 0
+        while i < len(wav):
+            n = sizes[len(parts) % len(sizes)]
+            parts.append(stream.push(wav[i: i + n]))
+            i += n
+        pieces = np.concatenate(parts, axis=1)
+        # every frame whose samples are all in: all but the last two, which the offline STFT pads with zeros
+        assert pieces.shape[1] == len(wav) // 200 - 1 == offline.shape[1] - 2
+        np.testing.assert_allclose(pieces, offline[:, : pieces.shape[1]], rtol=0, atol=1e-12)
+        n = len(window_starts(pieces.shape[1], 25)) - 1  # windows that lie wholly inside
+        assert np.array_equal(mel_windows(pieces, 25)[:n], mel_windows(offline, 25)[:n])
+        assert pieces.shape[0] == 80 and MEL_WINDOW == 16
+
+
+def test_a_piece_shorter_than_a_hop_gives_no_frame_yet():
+    from lipsync.audio import MelStream
+
+    stream = MelStream()
+    assert stream.push(np.zeros(399, np.float32)).shape == (80, 0)  # frame 0 needs samples up to 400
+    assert stream.push(np.zeros(1, np.float32)).shape == (80, 1)
