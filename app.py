@@ -28,6 +28,7 @@ except ImportError:  # anywhere else there is no GPU decorator
     spaces = None
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -35,11 +36,13 @@ import re
 import shutil
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
+import app_live
 import app_queue
+import app_stream
 
 from lipsync import (CHECKPOINTS, DEFAULT_CHECKPOINT, DEVICES, EngineOptions, LipSyncError, Options,
                      available_checkpoints, default_enhance, display_copy, draw_boxes, enhance_seconds, env_number,
@@ -182,9 +185,27 @@ def user_error(err: Exception) -> gr.Error:
                     "please try again, and report it if it happens again.")
 
 
-def run_job(settings: dict[str, Any], progress: Callable | None = None) -> tuple[str, str, str, str, Any]:
-    """The click on Sync lips (and the /lipsync endpoint, the MCP tool: their description is `api_description`)."""
-    progress = progress or (lambda *args, **kwargs: None)
+def engine_for(settings: dict[str, Any]) -> Any:
+    """The shared engine for the page's checkpoint and device."""
+    checkpoint = settings.get("checkpoint_path", DEFAULT_CHECKPOINT)
+    return shared_engine(os.environ.get("LIPSYNC_CHECKPOINT") if checkpoint == CUSTOM else checkpoint,
+                         settings.get("device", "auto"))
+
+
+def claim_folder(folder: Path) -> None:
+    with _active_lock:
+        _active_jobs.add(folder)
+
+
+def release_folder(folder: Path) -> None:
+    with _active_lock:
+        _active_jobs.discard(folder)
+
+
+@contextlib.contextmanager
+def job_folder(settings: dict[str, Any]) -> Iterator[tuple[str, Path]]:
+    """The face file and a fresh folder for one job, kept from the cleaner while the job runs and removed if it
+    fails (the failure then reaches the visitor as one sentence)."""
     face = settings.get("face")
     if not face:
         raise gr.Error("Upload a face video or a photo first.")
@@ -195,11 +216,21 @@ def run_job(settings: dict[str, Any], progress: Callable | None = None) -> tuple
         job_dir = app_files.new_job_dir(OUTPUT_ROOT)
         _active_jobs.add(job_dir)
     try:
+        yield face, job_dir
+    except Exception as err:
+        shutil.rmtree(job_dir, ignore_errors=True)
+        raise user_error(err) from None
+    finally:
+        release_folder(job_dir)
+
+
+def run_job(settings: dict[str, Any], progress: Callable | None = None) -> tuple[str, str, str, str, Any]:
+    """The click on Sync lips (and the /lipsync endpoint, the MCP tool: their description is `api_description`)."""
+    progress = progress or (lambda *args, **kwargs: None)
+    with job_folder(settings) as (face, job_dir):
         options = build_options(settings)
         progress(0, desc="Loading the model")
-        checkpoint = settings.get("checkpoint_path", DEFAULT_CHECKPOINT)
-        engine = shared_engine(os.environ.get("LIPSYNC_CHECKPOINT") if checkpoint == CUSTOM else checkpoint,
-                               settings.get("device", "auto"))
+        engine = engine_for(settings)
 
         def report(stage: str, done: int, total: int) -> None:
             progress((done, max(total, 1)), desc=stage)  # a (done, total) pair: MCP clients see the steps too
@@ -208,12 +239,33 @@ def run_job(settings: dict[str, Any], progress: Callable | None = None) -> tuple
         result = engine.sync(face, settings["audio"], str(outfile), options, progress=report)
         progress(1.0, desc="Preparing the original for display")
         original = display_copy(face, str(job_dir / "original.mp4"), settings["audio"], seconds=result.duration)
-    except Exception as err:
-        shutil.rmtree(job_dir, ignore_errors=True)
-        raise user_error(err) from None
-    finally:
-        with _active_lock:
-            _active_jobs.discard(job_dir)
+    return finish(result, original, outfile)
+
+
+def run_job_streamed(settings: dict[str, Any], progress: Callable | None = None) -> Iterator[tuple]:
+    """`run_job` for the page: the lip-synced video plays while it is made (app_stream), then the original, the MP4
+    (the very file `run_job` writes), the stats and the face timeline arrive."""
+    progress = progress or (lambda *args, **kwargs: None)
+    with job_folder(settings) as (face, job_dir):
+        options = build_options(settings)
+        progress(0, desc="Loading the model")
+        engine = engine_for(settings)
+        outfile, segments = job_dir / f"lipsync_{Path(face).stem[:40]}.mp4", job_dir / "segments"
+        segments.mkdir()
+        events = engine.sync_stream(face, settings["audio"], str(outfile), str(segments), options)
+        for event in app_stream.segments_then_result(events, progress):
+            if isinstance(event, str):
+                yield gr.skip(), event, gr.skip(), gr.skip(), gr.skip()
+            else:
+                result = event
+        progress(1.0, desc="Preparing the original for display")
+        original = display_copy(face, str(job_dir / "original.mp4"), settings["audio"], seconds=result.duration)
+    outputs = finish(result, original, outfile)
+    yield outputs[0], gr.skip(), *outputs[2:]  # the streamed player keeps what it played
+
+
+def finish(result: Any, original: str, outfile: Path) -> tuple[str, str, str, str, Any]:
+    """The job's five outputs, with a warning for frames left unchanged or a mouth not enhanced."""
     if result.frames_without_face:
         gr.Warning(f"No face was found in {result.frames_without_face} frames; they were left unchanged.")
     if result.enhance_problem:  # the video is complete, without the enhancement
@@ -370,8 +422,12 @@ def named_handler(names: list[str], handler: Callable, defaults: dict[str, Any],
     Its signature lists the controls by setting name (so API callers can pass them by
     name) followed by `extra` parameters (e.g. progress); it calls `handler(values_by_name, *extras)`.
     """
-    def call(*values):
-        return handler(dict(zip(names, values[: len(names)])), *values[len(names):])
+    if inspect.isgeneratorfunction(handler):  # Gradio (and ZeroGPU) stream what a generator function yields
+        def call(*values):
+            yield from handler(dict(zip(names, values[: len(names)])), *values[len(names):])
+    else:
+        def call(*values):
+            return handler(dict(zip(names, values[: len(names)])), *values[len(names):])
 
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults.get(n)) for n in names]
     params += [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=v) for n, v in extra.items()]
@@ -380,6 +436,12 @@ def named_handler(names: list[str], handler: Callable, defaults: dict[str, Any],
     call.__name__ = name or handler.__name__  # the MCP tool's name
     call.__doc__ = doc or handler.__doc__  # the API's and the MCP tool's description
     return call
+
+
+LIVE = app_live.LiveServer(app_live.LiveHost(
+    engine=lambda: engine_for({"checkpoint_path": checkpoint_choices()[0]}), options=build_options,
+    user_error=user_error, output_root=OUTPUT_ROOT, claim=claim_folder, release=release_folder, zero_gpu=ZERO_GPU,
+    ticket_seconds=KEEP_MINUTES * 60))  # the Live page (app_live): the server's checkpoint on the best device
 
 
 def build_app() -> gr.Blocks:
@@ -445,7 +507,7 @@ def build_app() -> gr.Blocks:
                                           height=60, show_label=True, scale=3)
                 with gr.Row():
                     original = gr.Video(label="Original", interactive=False)
-                    result = gr.Video(label="Lip-synced", interactive=False)
+                    result, streamed = app_stream.players()
                 download = gr.File(label="Download the result")
                 stats = gr.Markdown()
                 timeline = gr.Image(label="Face timeline (green: face synced, grey: frame left unchanged)",
@@ -480,18 +542,22 @@ def build_app() -> gr.Blocks:
                                                  names, PREVIEWS.validator(demo), defaults, {"request": None}))
         job = named_handler(names, run_job, defaults, {"progress": gr.Progress()}, name="lipsync",
                             doc=api_description(names))
+        page_job = named_handler(names, run_job_streamed, defaults, {"progress": gr.Progress()})
         if spaces is not None:  # on ZeroGPU: ask for what this clip needs (a no-op decorator elsewhere)
-            job = spaces.GPU(job, duration=named_handler(names, lambda settings, progress=None: job_seconds(settings),
-                                                         defaults, {"progress": None}))
-        run.click(job, controls.inputs, [original, result, download, stats, timeline], api_name="lipsync",
-                  validator=named_handler(names, JOBS.validator(demo, validate_job), defaults, {"request": None}),
-                  show_progress_on=[stats], **JOBS.events())
+            duration = named_handler(names, lambda settings, progress=None: job_seconds(settings), defaults,
+                                     {"progress": None})
+            job, page_job = spaces.GPU(job, duration=duration), spaces.GPU(page_job, duration=duration)
+        lane = dict(**JOBS.events(), validator=named_handler(names, JOBS.validator(demo, validate_job), defaults,
+                                                                {"request": None}))
+        outputs = app_stream.wire(run, job, page_job, controls.inputs, [original, result, download, stats, timeline],
+                                  streamed, lane)
         if EXAMPLES.is_dir():
             gr.Examples(examples=[[str(EXAMPLES / "astronaut.jpg"), str(EXAMPLES / "speech.wav")],
                                   [str(EXAMPLES / "astronaut.mp4"), str(EXAMPLES / "speech.wav")]],
                         inputs=[face, controls.components["audio"]], label="Examples (public-domain NASA portrait)",
-                        fn=job, outputs=[original, result, download, stats, timeline], cache_examples=CACHE_EXAMPLES,
-                        cache_mode="lazy")
+                        fn=page_job if app_stream.STREAM_RESULT else job, outputs=outputs,
+                        cache_examples=CACHE_EXAMPLES, cache_mode="lazy")
+    LIVE.build_page(demo, PREVIEWS)
     return demo
 
 
@@ -532,10 +598,14 @@ def main() -> None:
     demo = build_app()
     start_cleaner(demo)
     # Every event through the queue (api_open=False: a direct POST would skip it, and its limits, off Spaces).
-    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=app_queue.queue_size([JOBS, PREVIEWS, SCANS]),
+    lanes = [JOBS, PREVIEWS, SCANS, app_live.LIVE, app_live.LIVE_AUDIO]
+    demo.queue(default_concurrency_limit=CONCURRENCY, max_size=app_queue.queue_size(lanes),
                api_open=False)
     demo.launch(server_name=args.host, server_port=args.port, share=args.share, max_file_size=MAX_UPLOAD,
-                allowed_paths=[str(EXAMPLES), str(app_files.app_dir(OUTPUT_ROOT))], mcp_server=args.mcp)
+                allowed_paths=[str(EXAMPLES), str(app_files.app_dir(OUTPUT_ROOT))], mcp_server=args.mcp,
+                prevent_thread_lock=True)
+    LIVE.mount(demo.app)  # the live page's two routes, on Gradio's own server
+    demo.block_thread()
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ _EXPORTS = {
     "run_batch": "batch", "load_manifest": "batch_manifest", "BatchReport": "batch_report", "JobResult": "batch_report",
     "Job": "batch_manifest",
     "Avatar": "avatar", "LiveSession": "live", "LiveFrame": "live", "Progress": "segments",
-    "write_live_segment": "segments",
+    "write_live_segment": "segments", "live_hello": "wire", "live_refusal": "wire", "live_frame_message": "wire",
+    "live_microphone": "wire",
 }
 
 __all__ = ["LipSyncError", *_EXPORTS]

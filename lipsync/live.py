@@ -41,6 +41,7 @@ LIVE_RATES = (25.0, 20.0, 12.5, 10.0)  # frame rates a session may choose, faste
 HEADROOM = 0.7  # the generator may use this share of the host: pasting, encoding and transport need the rest
 MAX_BACKLOG_SECONDS = 30.0  # audio held beyond the look-ahead (a speech synthesiser may push whole sentences)
 STARVED_GRACE_SECONDS = 0.1  # how long past its time a frame waits for late audio before it goes out idle
+LATE_SECONDS = 0.15  # a frame whose audio came in this long ago but the model has not started goes out idle
 MAX_LAG_SECONDS = 0.5  # on the wall clock, frames this late are skipped with their audio: the session stays live
 
 
@@ -84,7 +85,8 @@ class LiveSync:
         self._audio_first = 0
         self._pauses = LivePauses(fps)
         self.next_frame = 0  # the next frame to make
-        self.dropped_frames = 0  # skipped because audio waited longer than max_backlog
+        self.dropped_frames = 0  # skipped with their audio: nobody read them in time, or too much audio waited
+        self.late_frames = 0  # sent idle because the model could not start them in time
         self.faces_per_second = 0.0  # the generator's speed when the session started (0: not timed)
 
     @property
@@ -263,11 +265,14 @@ class LiveSession:
             planned = self.sync.plan()
         return self.sync.render(planned)
 
-    def frames(self, grace: float = STARVED_GRACE_SECONDS, max_lag: float = MAX_LAG_SECONDS) -> Iterator[LiveFrame]:
-        """Frames as they are made, on the wall clock: when audio is late by more than `grace` after a frame's
-        window, silence stands in (the avatar idles) and the frame goes out; frames more than `max_lag` behind
-        the clock (a consumer that stopped reading for a while) are skipped with their audio. Ends when the
-        session closes."""
+    def frames(self, grace: float = STARVED_GRACE_SECONDS, max_lag: float = MAX_LAG_SECONDS,
+               late: float = LATE_SECONDS) -> Iterator[LiveFrame]:
+        """Frames as they are made, on the wall clock. When audio is late by more than `grace` after a frame's
+        window, silence stands in (the avatar idles) and the frame goes out. When the model falls behind (a
+        slower host than the frame rate was chosen for), a frame whose audio has waited more than `late` goes
+        out with the avatar's own mouth: the sound and the frame rate hold, only that mouth is missed. Frames
+        more than `max_lag` behind the clock (a consumer that stopped reading for a while) are skipped with
+        their audio. Ends when the session closes."""
         while True:
             with self._changed:
                 behind = self._clock() - self.started - LOOKAHEAD_SECONDS - grace - max_lag
@@ -282,6 +287,11 @@ class LiveSession:
                 if self.sync.ready() == 0:
                     self.sync.fill_silence(self.sync.next_frame)
                 planned = self.sync.plan(self.sync.max_batch)
+            now = self._clock() - self.started
+            for p in planned:
+                if p.weight > 0 and now > p.index / self.fps + LOOKAHEAD_SECONDS + grace + late:
+                    p.weight = 0.0
+                    self.sync.late_frames += 1
             yield from self.sync.render(planned)
 
     def close(self, reason: str = "closed") -> None:
@@ -347,6 +357,7 @@ class LiveSlots:
 
 
 LIVE_BATCH = {"cpu": 4, "cuda": 8, "mps": 8}  # faces per model call: a few, so that no frame waits for many
+BATCH_SECONDS = 0.15  # ... and no more than the model makes in this time, so a batch adds little wait
 
 
 def start_session(avatar: Avatar, model: Wav2Lip | LazyModel, device: str, options: Options,
@@ -356,6 +367,7 @@ def start_session(avatar: Avatar, model: Wav2Lip | LazyModel, device: str, optio
     runner = ModelRunner(model, device, options.precision, options.backend)
     batch = LIVE_BATCH.get(device.split(":")[0], 4)
     speed = measure_speed(runner, avatar, batch)
+    batch = max(1, min(batch, int(speed * BATCH_SECONDS)))  # a batch takes at most ~BATCH_SECONDS
     sync = LiveSync(avatar, runner, choose_rate(speed, options.live_fps), options.blend, batch)
     sync.faces_per_second = speed
     return LiveSession(sync, options.live_seconds, release)

@@ -9,23 +9,33 @@ quota is too small. Put this folder first on sys.path, with SPACES_ZERO_GPU=true
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 
 calls: list[dict] = []
 
 
 def GPU(task=None, *, duration=None, size=None):  # noqa: N802  (the real package's name)
-    def decorate(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            seconds = duration(*args, **kwargs) if callable(duration) else (duration or 60)
-            calls.append({"fn": fn.__name__, "duration": seconds, "size": size})
-            quota = float(os.environ.get("FAKE_ZEROGPU_QUOTA_S", "0") or 0)
-            if quota and seconds > quota:
-                import gradio as gr
+    def request(fn, args, kwargs):
+        seconds = duration(*args, **kwargs) if callable(duration) else (duration or 60)
+        calls.append({"fn": fn.__name__, "duration": seconds, "size": size})
+        quota = float(os.environ.get("FAKE_ZEROGPU_QUOTA_S", "0") or 0)
+        if quota and seconds > quota:
+            import gradio as gr
 
-                raise gr.Error(f"The requested GPU duration ({seconds:.0f}s) is larger than the maximum allowed")
-            return fn(*args, **kwargs)
+            raise gr.Error(f"The requested GPU duration ({seconds:.0f}s) is larger than the maximum allowed")
+
+    def decorate(fn):
+        if inspect.isgeneratorfunction(fn):  # the real package streams a generator's yields from one GPU call
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                request(fn, args, kwargs)
+                yield from fn(*args, **kwargs)
+        else:
+            @functools.wraps(fn)
+            def wrapper(*args, **kwargs):
+                request(fn, args, kwargs)
+                return fn(*args, **kwargs)
 
         wrapper.__signature__ = getattr(fn, "__signature__", None)
         return wrapper

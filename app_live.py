@@ -1,0 +1,327 @@
+"""The web app's Live page: a photo or short clip as an avatar, the visitor's microphone moves its mouth.
+
+Two transports, chosen by measurement (bench/RESULTS.md, #23):
+- the page's own client (ui/live.js): microphone audio up in small POSTs to /live/audio, every frame down with its
+  own sound in one streamed response from /live/stream (lipsync.wire), played on the AudioContext clock. Two plain
+  routes on Gradio's server: nothing more to install or run, and they pass the proxies Gradio's event stream passes;
+- the compatible mode, Gradio's own streaming (a streaming microphone, a streamed video of short segments): slower
+  (about two seconds behind), kept for a page where the first stays blank.
+
+Bounded: a session ends at its time limit (LIPSYNC_LIVE_SECONDS), one runs per engine at a time (others are told
+why), a closed tab or a stopped stream frees everything at once, and frames are handed to the response one at a
+time, so a page that stops reading never makes the server buffer more than one (the session skips what it missed).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import inspect
+import queue
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import gradio as gr
+import numpy as np
+
+import app_files
+import app_queue
+from lipsync import (LipSyncError, Options, env_number, face_preview, live_frame_message, live_hello,
+                     live_microphone, live_refusal, write_live_segment)
+
+ROOT = Path(__file__).resolve().parent
+CHUNK_SECONDS = env_number("LIPSYNC_LIVE_CHUNK", 0.25)  # compatible mode: microphone audio Gradio sends at once
+SEGMENT_SECONDS = env_number("LIPSYNC_LIVE_SEGMENT", 0.5)  # compatible mode: video sent back at once
+SEGMENTS_KEPT = 40  # Gradio reads each segment after it is yielded, on its own time: the older ones go
+STREAM_GRACE = 0.1  # s a frame waits for late microphone audio before it goes out idle
+SESSIONS = int(env_number("LIPSYNC_LIVE_SESSIONS", 1))  # at once on this server (the engine's live slots)
+MAX_POST_BYTES = 2 * 16000  # a second of 16 kHz int16 audio in one post, at most
+RATES = [("Automatic (what this machine holds)", 0.0), ("25 fps", 25.0), ("20 fps", 20.0), ("12.5 fps", 12.5)]
+# One live session per engine: its lane holds the compatible mode's session (its own client opens the stream
+# outside the queue, and the engine's slot refuses a second); microphone pieces have a lane of their own.
+LIVE = app_queue.Lane("live", "live sessions", SESSIONS, 4, 1)
+LIVE_AUDIO = app_queue.Lane("live-audio", "microphone pieces", 8, 64, 16)
+ZERO_GPU_NOTE = (
+    "**Live mode does not run on this Space.** ZeroGPU lends a GPU for one call of a minute or two, and a live "
+    "session holds the model for as long as you speak. What you can do here: the first page, whose result plays "
+    "while it is made. For live mode, duplicate this Space onto dedicated hardware (a GPU, or a CPU upgrade at a "
+    "lower frame rate), or run it on your own machine (`python app.py`, then open /live).")
+TEMPLATE = """<div class="lipsync-live">
+  <div><button class="live-start lg primary">Start</button> <button class="live-stop lg secondary" disabled>Stop</button>
+  <span class="live-status">Upload an avatar, then press Start and allow the microphone.</span></div>
+  <canvas width="512" height="512" style="max-width:100%;background:#111;margin-top:8px"></canvas>
+</div>"""
+
+
+@dataclass
+class LiveHost:
+    """What the live page takes from the app: its engine, its options, its error sentences and its folders."""
+
+    engine: Callable[[], Any]  # the server's LipSync engine
+    options: Callable[[dict[str, Any]], Options]  # the page's settings with the server's limits
+    user_error: Callable[[Exception], gr.Error]  # one sentence for the visitor
+    output_root: Path  # where the compatible mode's segments go (app_files' own folder)
+    claim: Callable[[Path], None]  # keep a folder from the cleaner while a session uses it
+    release: Callable[[Path], None]
+    zero_gpu: bool = False
+    ticket_seconds: float = 3600.0  # a ticket (an uploaded avatar) is forgotten after this
+
+
+@dataclass
+class LiveServer:
+    """The live page's state: tickets (an avatar with a face, and its settings), running streams by key, and the
+    compatible mode's sessions by Gradio session."""
+
+    host: LiveHost
+    tickets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    streams: dict[str, Any] = field(default_factory=dict)
+    gradio_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    pool: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="lipsync-live"))
+
+    def options(self, rate: float, precision: str) -> Options:
+        return self.host.options({"blend": "mouth", "live_fps": rate or 0.0, "precision": precision or "fp32"})
+
+    def avatar_note(self, avatar: str | None) -> str:
+        """Whether the avatar has a face, said as soon as it is uploaded (the session would refuse it anyway)."""
+        if not avatar:
+            return ""
+        try:
+            found = face_preview(avatar, Options(), "cpu")
+        except LipSyncError as err:
+            return f"**Cannot use this avatar:** {self.host.user_error(err).message}"
+        if found.detection is None:
+            return ("**No face found** in this avatar: use a photo or a short clip where one face is clearly "
+                    "visible and frontal.")
+        return f"Face found by {found.detector}. Press Start and allow the microphone: the avatar follows your voice."
+
+    def ticket(self, avatar: str | None, rate: float, precision: str) -> tuple[str, str]:
+        """The note on the avatar, and the ticket the page's client opens the live stream with (empty: none)."""
+        note = self.avatar_note(avatar)
+        if not avatar or not note.startswith("Face found"):
+            return note, ""
+        ticket, now = uuid.uuid4().hex, time.time()
+        with self.lock:
+            for old in [k for k, v in self.tickets.items() if now - v["made"] > self.host.ticket_seconds]:
+                del self.tickets[old]
+            self.tickets[ticket] = {"avatar": avatar, "options": self.options(rate, precision), "made": now}
+        return note, ticket
+
+    # --- the page's own client: two routes on Gradio's server ---
+
+    async def stream(self, request: Any) -> Any:
+        """GET live/stream?ticket=…: one live session, its frames streamed back as they are made (lipsync.wire).
+
+        The frames are made on a thread that hands over one message at a time: a page that stops reading holds
+        that thread, and the session skips the frames it missed when the page reads again (it never queues them).
+        The session ends, and frees its slot, when the page stops the stream, the tab goes away or the time limit
+        is reached.
+        """
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import Response, StreamingResponse
+
+        with self.lock:
+            ticket = self.tickets.get(request.query_params.get("ticket", ""))
+        if ticket is None:
+            return Response(live_refusal("This page is out of date: reload it and upload the avatar again."),
+                            media_type="application/octet-stream")
+        try:
+            session = await run_in_threadpool(self.host.engine().live, ticket["avatar"], ticket["options"])
+        except Exception as err:
+            return Response(live_refusal(self.host.user_error(err).message), media_type="application/octet-stream")
+        key = uuid.uuid4().hex
+        with self.lock:
+            self.streams[key] = session
+        handover: queue.Queue = queue.Queue(maxsize=1)  # the bound: one frame between the session and the page
+        producer = self.pool.submit(_produce, session, handover)
+
+        def next_message() -> bytes:
+            while True:
+                try:
+                    return handover.get(timeout=0.25)
+                except queue.Empty:
+                    if session.closed and producer.done():
+                        return b""
+
+        async def body():
+            try:
+                yield live_hello(session, key)
+                while message := await run_in_threadpool(next_message):
+                    yield message
+            finally:  # the page stopped reading, or went away: everything is freed now
+                session.close()
+                with self.lock:
+                    self.streams.pop(key, None)
+
+        return StreamingResponse(body(), media_type="application/octet-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+    async def audio(self, request: Any) -> Any:
+        """POST live/audio?key=…: microphone audio for a running session (16 kHz int16 PCM, at most a second)."""
+        from starlette.responses import Response
+
+        with self.lock:
+            session = self.streams.get(request.query_params.get("key", ""))
+        body = await request.body()
+        if session is None:
+            return Response(status_code=410)  # ended: the page stops sending
+        if len(body) > MAX_POST_BYTES:
+            return Response(status_code=413)
+        try:
+            session.push(live_microphone(body))
+        except LipSyncError:
+            return Response(status_code=410)
+        return Response(status_code=204)
+
+    def mount(self, app: Any) -> None:
+        """Serve the two routes on Gradio's own server (after launch): no other service, nothing to install."""
+        from starlette.routing import Route
+
+        app.router.routes[:0] = [Route("/live/stream", self.stream, methods=["GET"]),
+                                 Route("/live/audio", self.audio, methods=["POST"])]
+
+    # --- the compatible mode: Gradio's streaming microphone and streamed video ---
+
+    def run(self, avatar: str | None, rate: float, precision: str, request: gr.Request) -> Iterator[tuple[Any, str]]:
+        """The session, from the microphone's start to its stop: the avatar's frames (idle while nobody speaks), a
+        short video segment at a time, each with the audio it plays with."""
+        if not avatar:
+            raise gr.Error("Upload an avatar first: a photo or a short clip with one face.")
+        self.stop(request)  # a session left from before (a second start) ends first
+        try:
+            session = self.host.engine().live(avatar, self.options(rate, precision))
+        except Exception as err:
+            raise self.host.user_error(err) from None
+        folder = app_files.new_job_dir(self.host.output_root)
+        self.host.claim(folder)
+        with self.lock:
+            self.gradio_sessions[request.session_hash or "local"] = {"session": session, "folder": folder}
+        try:
+            yield from self._segments(session, folder)
+        finally:
+            self.stop(request)
+
+    def _segments(self, session: Any, folder: Path) -> Iterator[tuple[Any, str]]:
+        sent: list[Path] = []
+        batch: list[Any] = []
+        per_segment = max(1, round(SEGMENT_SECONDS * session.fps))
+        for frame in session.frames(grace=CHUNK_SECONDS + 0.25):
+            batch.append(frame)
+            if len(batch) < per_segment:
+                continue
+            path = folder / f"{batch[0].index:07d}.ts"
+            write_live_segment([f.image for f in batch], np.concatenate([f.audio for f in batch]), session.fps,
+                               str(path))
+            batch = []
+            sent.append(path)
+            for old in sent[:-SEGMENTS_KEPT]:  # long since read into Gradio's stream
+                old.unlink(missing_ok=True)
+            del sent[:-SEGMENTS_KEPT]
+            yield str(path), (f"Live at {session.fps:g} fps (the model makes {session.sync.faces_per_second:.0f} "
+                              f"faces/s here); {session.elapsed():.0f} s of {session.time_limit:.0f} s.")
+        yield gr.skip(), session.reason if session.reason.startswith("The live") else "Session ended."
+
+    def push(self, audio: Any, request: gr.Request) -> None:
+        """A piece of microphone audio, into this visitor's running session (dropped when none runs yet)."""
+        with self.lock:
+            live = self.gradio_sessions.get(request.session_hash or "local")
+        if live is not None and audio is not None:
+            rate, samples = audio
+            try:
+                live["session"].push(samples, int(rate))
+            except LipSyncError:  # the session has just ended; its own stream says why
+                pass
+
+    def stop(self, request: gr.Request) -> str:
+        """The microphone stopped, or the tab closed: end this visitor's session and free everything at once."""
+        with self.lock:
+            live = self.gradio_sessions.pop(getattr(request, "session_hash", None) or "local", None)
+        if live is None:
+            return ""
+        live["session"].close()
+        self.host.release(live["folder"])
+        shutil.rmtree(live["folder"], ignore_errors=True)
+        return "Session ended. Start the microphone again for a new one."
+
+    def build_page(self, demo: gr.Blocks, previews: app_queue.Lane) -> None:
+        """The /live page: an avatar, the microphone, and the avatar speaking back as it is made."""
+        with demo.route("Live", "/live"):
+            gr.Markdown("# Live\nA photo or a short clip as an avatar; your microphone moves its mouth. The picture "
+                        "and your voice come back together, about half a second after you speak.")
+            if self.host.zero_gpu:
+                gr.Markdown(ZERO_GPU_NOTE)
+                return
+            with gr.Row():
+                with gr.Column(scale=1):
+                    avatar = gr.File(label="Avatar: a photo, or a short clip (it loops back and forth)",
+                                     file_types=["image", "video"], type="filepath", height=120)
+                    avatar_note = gr.Markdown()
+                    with gr.Accordion("Settings", open=False):
+                        rate = gr.Radio(RATES, value=0.0, label="Frame rate (lower holds up on a slow machine)")
+                        precision = gr.Radio([("fp32 (exact)", "fp32"),
+                                              ("bf16 (faster where the CPU has it)", "bf16")],
+                                             value="fp32", label="Arithmetic")
+                with gr.Column(scale=1):
+                    client = gr.HTML("", html_template=TEMPLATE, js_on_load=(ROOT / "ui" / "live.js").read_text())
+            with gr.Accordion("Compatible mode: through Gradio's own streaming, if the view above stays blank "
+                              "(about two seconds behind)", open=False):
+                with gr.Row():
+                    mic = gr.Audio(label="Microphone", sources=["microphone"], streaming=True, type="numpy")
+                    output = gr.Video(label="Avatar", streaming=True, autoplay=True, interactive=False)
+                status = gr.Markdown()
+            self._wire(demo, previews, avatar, rate, precision, avatar_note, client, mic, output, status)
+        demo.unload(self.stop)
+
+    def _wire(self, demo: gr.Blocks, previews: app_queue.Lane, avatar: Any, rate: Any, precision: Any,
+              avatar_note: Any, client: Any, mic: Any, output: Any, status: Any) -> None:
+        """The page's events, each queued one in its lane with the lane's validator."""
+        gr.on([avatar.change, rate.change, precision.change], self.ticket, [avatar, rate, precision],
+              [avatar_note, client], api_visibility="private", **previews.events(),
+              validator=lane_validator(previews, demo, 3))
+        mic.start_recording(self.run, [avatar, rate, precision], [output, status], api_visibility="private",
+                            **LIVE.events(), validator=lane_validator(LIVE, demo, 3))
+        mic.stream(self.push, [mic], None, stream_every=CHUNK_SECONDS, api_visibility="private",
+                   time_limit=int(Options().live_seconds) or None, **LIVE_AUDIO.events(),
+                   validator=lane_validator(LIVE_AUDIO, demo, 1))
+        mic.stop_recording(self.stop, None, status, api_visibility="private", queue=False)  # cheap: frees it
+        avatar.change(self.stop, None, status, api_visibility="private", queue=False)  # a new avatar: a new session
+
+
+def _produce(session: Any, handover: queue.Queue) -> None:
+    """Make the session's frames and hand them over one at a time (the stream's only buffer)."""
+    try:
+        for frame in session.frames(grace=STREAM_GRACE):
+            message = live_frame_message(frame)
+            while not session.closed:
+                try:
+                    handover.put(message, timeout=0.25)
+                    break
+                except queue.Full:
+                    continue
+    finally:  # the last words, unless the page has stopped reading (it then ends on the closed session)
+        last = [live_refusal(session.reason)] if session.reason.startswith("The live") else []  # the time limit
+        for message in [*last, b""]:
+            try:
+                handover.put(message, timeout=1.0)
+            except queue.Full:
+                break
+
+
+def lane_validator(lane: app_queue.Lane, demo: gr.Blocks, inputs: int) -> Callable:
+    """Gradio's validator for an event of `inputs` inputs in `lane` (the lane's own; no setting to check)."""
+    check = lane.validator(demo)
+
+    def validate(*values: Any) -> list[dict]:
+        *given, request = values
+        return check({f"input{i}": v for i, v in enumerate(given)}, request)
+
+    params = [inspect.Parameter(f"input{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(inputs)]
+    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
+    validate.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    validate.__annotations__ = {"request": gr.Request}  # Gradio passes it by annotation
+    return validate
