@@ -188,7 +188,7 @@ def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, r
     with serving(checkpoint, work / "server-live.log", work / "out-live") as url:
         with sync_playwright() as pw:
             b = browser(pw, [f"--use-file-for-fake-audio-capture={wav}%noloop"])
-            page = b.new_context(permissions=["microphone"]).new_page(viewport={"width": 1400, "height": 1100})
+            page = b.new_context(permissions=["microphone"], viewport={"width": 1400, "height": 1100}).new_page()
             if compatible:
                 page.add_init_script(ANALYSERS)
             page.goto(url + "live", wait_until="load", timeout=60_000)

@@ -194,3 +194,35 @@ def test_a_clip_avatar_loops_back_and_forth_without_a_jump(avatar):
 def test_the_frame_rate_is_lowered_where_the_generator_cannot_hold_it():
     assert choose_rate(100) == 25 and choose_rate(30) == 20 and choose_rate(20) == 12.5 and choose_rate(5) == 10
     assert choose_rate(5, requested=25) == 25
+
+
+def test_a_host_slower_than_the_frame_rate_sends_late_frames_idle_and_keeps_the_sound(avatar, runner):
+    clock = FakeClock(0.0)
+
+    def slow(crops, mels):  # every model call takes a whole second of the session's clock
+        clock.now += 1.0
+        return runner(crops, mels)
+
+    speech = media.speech_samples(1.2)
+    session = LiveSession(LiveSync(avatar, slow, fps=25, blend="box", max_batch=2), clock=clock)
+    session.push(speech)
+    frames = list(itertools.islice(session.frames(max_lag=100.0), 25))
+    assert [f.index for f in frames] == list(range(25))  # none dropped: the sound goes on, whole
+    assert np.array_equal(np.concatenate([f.audio for f in frames]), speech[: 25 * 640])
+    idle = [f for f in frames if not f.speaking]
+    assert session.sync.late_frames >= 10 and len(idle) >= session.sync.late_frames and len(idle) < 25
+    assert all(np.array_equal(f.image, avatar.frames[0]) for f in idle)
+
+
+def test_a_frame_and_its_sound_cross_the_wire_in_one_message(avatar, runner, speech_wav):
+    from lipsync.wire import FRAME, TEXT, live_frame_message, live_hello, read_live_frame, read_live_messages
+
+    frame = run_sync(LiveSync(avatar, runner, fps=25, blend="box"), [speech_wav])[-1]
+    session = LiveSession(LiveSync(avatar, runner, fps=25))
+    stream = live_hello(session, "k") + live_frame_message(frame)
+    (kind0, hello), (kind1, body) = read_live_messages(stream)
+    assert kind0 == TEXT and b'"key": "k"' in hello and b'"fps": 25' in hello and kind1 == FRAME
+    index, weight, image, audio = read_live_frame(body)
+    assert index == frame.index and weight == frame.weight and image.shape == frame.image.shape
+    assert np.abs(image.astype(int) - frame.image).mean() < 3  # JPEG
+    assert np.abs(audio - frame.audio).max() < 1e-4  # 16-bit

@@ -99,3 +99,35 @@ def test_the_server_starts_without_warnings(mcp_server):
     _, log_path = mcp_server
     lines = [line for line in log_path.read_text().splitlines() if "warn" in line.lower() or "deprecat" in line.lower()]
     assert lines == [], lines
+
+
+ZERO_GPU_STREAM_SCRIPT = """
+import inspect, json, sys
+import app, spaces
+demo = app.build_app()
+job = next((f for f in demo.fns.values() if f.name == "run_job_streamed"), None)
+if job is None:
+    print("RESULT " + json.dumps({"generator": False}))
+    sys.exit(0)
+values = {n: p.default for n, p in inspect.signature(job.fn).parameters.items() if n != "progress"}
+values.update(face=sys.argv[2], audio=sys.argv[1], checkpoint_path=app.CUSTOM, detector="haar")
+outputs = list(job.fn(*values.values(), None))
+print("RESULT " + json.dumps({"calls": spaces.calls, "generator": inspect.isgeneratorfunction(job.fn),
+                              "segments": [o[1] for o in outputs if isinstance(o[1], str)],
+                              "final": outputs[-1][2]}))
+"""
+
+
+def test_on_zero_gpu_the_streamed_result_is_one_gpu_call(checkpoint, tmp_path):
+    speech = media.make_speech(tmp_path / "speech.wav", seconds=4.0)
+    env = dict(os.environ, PYTHONPATH=f"{STAND_INS}{os.pathsep}{ROOT}", SPACES_ZERO_GPU="true",
+               LIPSYNC_CHECKPOINT=str(checkpoint), HF_HUB_OFFLINE="1", LIPSYNC_OUTPUT_DIR=str(tmp_path / "out"),
+               FAKE_ZEROGPU_QUOTA_S="120", LIPSYNC_STREAM_RESULT="1", PATH=os.environ["PATH"])
+    proc = subprocess.run([sys.executable, "-c", ZERO_GPU_STREAM_SCRIPT, str(speech), str(EXAMPLES / "astronaut.jpg")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    if result["generator"] is False:
+        pytest.skip("ffmpeg and ffprobe are not on the PATH here, so the page does not stream")
+    (call,) = result["calls"]  # one GPU call for the whole job, its segments streamed out of it
+    assert call["fn"] == "call" and len(result["segments"]) == 3 and result["final"].endswith(".mp4")

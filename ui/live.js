@@ -3,7 +3,7 @@
 // back in one streamed response, each in one message with its own sound (lipsync/wire.py). Sound and picture are played on the AudioContext's clock: a frame is drawn
 // when its sound is heard, so they stay together however late the network is. A short queue (JITTER) absorbs
 // uneven arrival; when frames come faster than they play, the queue is cut at MAX_AHEAD so the stream stays live.
-const RATE = 16000, CHUNK = 320, JITTER = 0.08, MAX_AHEAD = 0.5, LOUD = 0.05;
+const RATE = 16000, CHUNK = 320, JITTER = 0.08, MAX_AHEAD = 0.3, LOUD = 0.05;
 const startButton = element.querySelector(".live-start");
 const stopButton = element.querySelector(".live-stop");
 const canvas = element.querySelector("canvas");
