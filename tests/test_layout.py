@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lipsync"
 
@@ -64,11 +66,12 @@ def test_stages_do_not_import_the_front_ends():
             assert not imports & front, f"lipsync.{module} imports {imports & front}"
 
 
-def test_app_uses_only_the_public_api():
-    tree = ast.parse((ROOT / "app.py").read_text())
+@pytest.mark.parametrize("module", ["app.py", "app_live.py", "app_stream.py"])
+def test_app_uses_only_the_public_api(module):
+    tree = ast.parse((ROOT / module).read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lipsync"):
-            assert node.module == "lipsync", f"app.py imports from {node.module}"
+            assert node.module == "lipsync", f"{module} imports from {node.module}"
         if isinstance(node, ast.Import):
             assert all(not a.name.startswith("lipsync.") for a in node.names)
     import lipsync

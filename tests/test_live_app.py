@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
+import app_stream
 import media
 from app_server import free_port
 from lipsync.wire import FRAME, PREFIX, TEXT, read_live_frame
@@ -38,14 +39,14 @@ def app_module(checkpoint):
 def test_an_avatar_without_a_face_gets_no_ticket(app_module, tmp_path):
     wall = tmp_path / "wall.png"
     cv2.imwrite(str(wall), np.full((240, 320, 3), 180, np.uint8))
-    note, ticket = app_module.live_ticket(str(wall), 0.0, "fp32")
+    note, ticket = app_module.LIVE.ticket(str(wall), 0.0, "fp32")
     assert ticket == "" and "No face found" in note
-    note, ticket = app_module.live_ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+    note, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
     assert len(ticket) == 32 and note.startswith("Face found")
 
 
 def test_the_live_page_says_what_a_zero_gpu_visitor_can_do(app_module, monkeypatch):
-    monkeypatch.setattr(app_module, "ZERO_GPU", True)
+    monkeypatch.setattr(app_module.LIVE.host, "zero_gpu", True)
     config = json.dumps(app_module.build_app().get_config_file(), default=str)
     assert "Live mode does not run on this Space" in config and "plays while it is made" in config
 
@@ -56,7 +57,7 @@ def live_server(app_module):
     demo.queue()
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    app_module.mount_live_routes(demo.app)
+    app_module.LIVE.mount(demo.app)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -86,7 +87,7 @@ def post(url: str, key: str, samples: np.ndarray) -> int:
 
 @pytest.mark.slow
 def test_live_over_http_frames_with_their_sound_one_session_at_a_time(app_module, live_server):
-    _, ticket = app_module.live_ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+    _, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
     first = Stream(live_server, ticket)
     kind, body = first.message()
     hello = json.loads(body)
@@ -161,7 +162,7 @@ def test_the_live_page_in_chromium_with_a_fake_microphone(app_module, live_serve
 def test_the_result_plays_in_chromium_before_the_job_ends(app_module, live_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    if not app_module.STREAM_RESULT:
+    if not app_stream.STREAM_RESULT:
         pytest.skip("Gradio's streamed video needs ffmpeg and ffprobe on the PATH")
     speech = media.make_speech(tmp_path / "speech.wav", seconds=6.0)
     with sync_playwright() as pw:
