@@ -18,7 +18,10 @@ weight) and draws. Mouth-to-ear latency = when a burst's first loud sample is he
 it was captured (the post's time less the samples after it). A/V offset = when a frame is drawn
 minus when its sound is heard (positive: the sound comes first; ITU-R BT.1359 allows the sound
 90 ms early and 185 ms late). Frame rate = frames played per second of the session; gaps in
-the frame indices are frames the server dropped. `--compatible` measures the fallback (Gradio's
+the frame indices are frames not played: skipped by the page after a stall (the queue past
+MAX_AHEAD), silent idle ones it left out to drain its queue, or ones the server skipped (a
+reader more than 0.5 s behind). Backlog = whether the latency grows: its median by third of
+the session. `--compatible` measures the fallback (Gradio's
 microphone stream and streamed video) with analysers on the microphone and on the player's sound.
 
 The checkpoint has random weights unless --checkpoint is given (speed does not depend on them).
@@ -176,7 +179,8 @@ setInterval(() => document.querySelectorAll('video').forEach(v => {
 """
 
 
-def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, rate: float) -> None:
+def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, rate: float,
+               precision: str = "fp32") -> None:
     from app_server import serving
     from playwright.sync_api import sync_playwright
 
@@ -184,7 +188,7 @@ def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, r
     planned = bursts_wav(wav, seconds + 5)
     mode = "Gradio's own streaming (compatible mode)" if compatible else "streamed HTTP response (the live view)"
     print(f"## live, {mode}: astronaut photo, {len(planned)} tone bursts in {seconds:.0f} s, "
-          f"frame rate {'auto' if not rate else rate}; load average before {load()}")
+          f"frame rate {'auto' if not rate else rate}, {precision}; load average before {load()}")
     with serving(checkpoint, work / "server-live.log", work / "out-live") as url:
         with sync_playwright() as pw:
             b = browser(pw, [f"--use-file-for-fake-audio-capture={wav}%noloop"])
@@ -195,8 +199,12 @@ def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, r
             page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "astronaut.jpg"))
             page.get_by_text("Face found").wait_for(timeout=120_000)
             if rate:
-                page.get_by_text("Settings").click()
+                page.get_by_role("button", name="Settings ▼").click()
                 page.get_by_label(f"{rate:g} fps").check()
+            if precision != "fp32":
+                if not rate:
+                    page.get_by_role("button", name="Settings ▼").click()
+                page.get_by_label("bf16", exact=False).check()
             page.wait_for_timeout(1000)
             if compatible:
                 page.get_by_text("Compatible mode").click()
@@ -210,7 +218,9 @@ def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, r
                 print(summary("mouth-to-ear latency", latencies))
             else:
                 events = page.evaluate("() => window.lipsyncLive.events")
-                (work / "live-events.json").write_text(json.dumps(events))
+                kept = Path(tempfile.gettempdir()) / f"lipsync-live-events-{int(time.time())}.json"
+                kept.write_text(json.dumps(events))  # for a closer look; the work folder goes
+                print(f"events: {kept}")
                 report_live(events, seconds)
             page.locator(".live-stop").click() if not compatible else None
             b.close()
@@ -218,6 +228,8 @@ def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, r
 
 
 def report_live(events: list[dict], seconds: float) -> None:
+    hello = next((e for e in events if e["k"] == "hello"), {})
+    print(f"session: {hello.get('fps')} fps, the generator timed at {hello.get('fs')} faces/s at its start")
     sent = [e for e in events if e["k"] == "sent"]
     play = [e for e in events if e["k"] == "play"]
     draws = [e for e in events if e["k"] == "draw"]
@@ -237,8 +249,9 @@ def report_live(events: list[dict], seconds: float) -> None:
         fps_seen = (len(play) - 1) / span if span > 0 else 0
         per_second = np.bincount(((np.array([e["heard"] for e in play]) - play[0]["heard"]) / 1000).astype(int))
         print(f"frames played: {len(play)} in {span:.1f} s ({fps_seen:.1f} fps; per second min {per_second[:-1].min()}"
-              f" max {per_second[:-1].max()}), frames the server dropped: {gaps}, skipped by the page: "
-              f"{sum(e['k'] == 'skip' for e in events)}, speaking frames: {sum(e['w'] > 0 for e in play)}")
+              f" max {per_second[:-1].max()}), index gaps: {gaps}, skipped by the page: "
+              f"{sum(e['k'] == 'skip' for e in events)}, silent ones left out to drain the queue: "
+              f"{sum(e['k'] == 'trim' for e in events)}, speaking frames: {sum(e['w'] > 0 for e in play)}")
     first_post = sent[0]["t"] if sent else 0
     print(f"posts: {len(sent)} in {(sent[-1]['t'] - first_post) / 1000 if sent else 0:.1f} s "
           f"(mean {statistics.mean(e['n'] for e in sent) / 16 if sent else 0:.0f} ms of audio each)")
@@ -250,6 +263,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--compatible", action="store_true", help="live: Gradio's own streaming instead")
     parser.add_argument("--rate", type=float, default=0.0, help="live: a fixed frame rate (25, 20, 12.5)")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="live: the generator's")
     parser.add_argument("--checkpoint", help="a real checkpoint instead of random weights")
     args = parser.parse_args()
     import media
@@ -262,7 +276,7 @@ def main() -> None:
         if args.what == "streamed":
             bench_streamed(args.seconds, checkpoint, work)
         else:
-            bench_live(args.seconds, checkpoint, work, args.compatible, args.rate)
+            bench_live(args.seconds, checkpoint, work, args.compatible, args.rate, args.precision)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

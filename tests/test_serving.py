@@ -141,7 +141,7 @@ def test_the_readme_examples_run_as_written(site, checkpoint, tmp_path):
     env = dict(os.environ, LIPSYNC_CHECKPOINT=str(checkpoint), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
                GRADIO_TEMP_DIR=str(tmp_path / "downloads"))
     python = shlex.quote(sys.executable)
-    api, batch_api, engine_api = _blocks("python")
+    api, batch_api, engine_api, live_api = _blocks("python")
     out = _run([sys.executable, "-c", api.replace("http://127.0.0.1:7860/", site["url"])], tmp_path, env)
     result = next(word for word in out.split() if word.endswith(".mp4"))  # print(result, stats): the MP4 first
     assert probe_media(result).has_video and "frames" in out
@@ -156,4 +156,6 @@ def test_the_readme_examples_run_as_written(site, checkpoint, tmp_path):
     assert probe_media(str(tmp_path / "result.mp4")).has_video and probe_media(str(tmp_path / "talking.mp4")).has_audio
     out = _run([sys.executable, "-c", engine_api], tmp_path, env)
     assert probe_media(str(tmp_path / "out.mp4")).has_video and "frames" in out
+    out = _run([sys.executable, "-c", live_api], tmp_path, env)  # a live session: chunks in, frames out
+    assert int(out.split()[0]) >= 15 and "0.04 s of audio each" in out, out
     shutil.rmtree(tmp_path / "downloads", ignore_errors=True)

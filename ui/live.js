@@ -2,8 +2,10 @@
 // The microphone goes up as 16 kHz PCM in small POSTs (20 ms, more while one is on its way); the frames come
 // back in one streamed response, each in one message with its own sound (lipsync/wire.py). Sound and picture are played on the AudioContext's clock: a frame is drawn
 // when its sound is heard, so they stay together however late the network is. A short queue (JITTER) absorbs
-// uneven arrival; when frames come faster than they play, the queue is cut at MAX_AHEAD so the stream stays live.
-const RATE = 16000, CHUNK = 320, JITTER = 0.08, MAX_AHEAD = 0.3, LOUD = 0.05;
+// uneven arrival; when frames come faster than they play, the queue is cut at MAX_AHEAD so the stream stays live,
+// and once a burst has pushed it past JITTER + TRIM, silent idle frames are left out until it is back: otherwise
+// every burst (a model batch, a stall) would leave its delay in the stream for good.
+const RATE = 16000, CHUNK = 320, JITTER = 0.08, TRIM = 0.06, MAX_AHEAD = 0.3, LOUD = 0.05;
 const startButton = element.querySelector(".live-start");
 const stopButton = element.querySelector(".live-stop");
 const canvas = element.querySelector("canvas");
@@ -97,6 +99,7 @@ async function start() {
       const hello = JSON.parse(new TextDecoder().decode(body));
       if (hello.error) { stop(hello.error); return; }
       r.key = hello.key;
+      log.events.push({ k: "hello", fps: hello.fps, fs: hello.faces_per_second, t: performance.now() });
       canvas.width = hello.width;
       canvas.height = hello.height;
       stopButton.disabled = false;
@@ -109,6 +112,10 @@ async function start() {
     const now = ctx.currentTime;
     if (r.playhead < now + 0.01) r.playhead = now + JITTER; // the start, or the network fell behind
     if (r.playhead > now + MAX_AHEAD) { log.events.push({ k: "skip", i: index }); return; }
+    if (r.playhead > now + JITTER + TRIM && weight === 0 && firstLoud(pcm, 1 / 32768) < 0) {
+      log.events.push({ k: "trim", i: index }); // a silent idle frame left out: the queue drains back to JITTER
+      return;
+    }
     const sound = ctx.createBuffer(1, pcm.length, RATE);
     const channel = sound.getChannelData(0);
     for (let i = 0; i < pcm.length; i++) channel[i] = pcm[i] / 32768;
