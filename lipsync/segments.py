@@ -179,11 +179,16 @@ def write_live_segment(frames: list[np.ndarray], audio: np.ndarray, fps: float, 
                              *ffmpeg.input_args(wav.name), "-map", "0:v:0", "-map", "1:a:0", "-c:v", "libx264",
                              "-preset", "ultrafast", "-tune", "zerolatency", "-crf", "23", "-pix_fmt", "yuv420p",
                              "-g", str(len(frames)), "-c:a", "aac", "-b:a", "96k", "-f", "mpegts", path)
-        proc = ffmpeg.popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        try:
-            _, stderr = proc.communicate(b"".join(np.ascontiguousarray(f).tobytes() for f in frames))
-        finally:
-            ffmpeg.stop(proc)
-        if proc.returncode != 0:
-            raise LipSyncError(f"Encoding a live segment failed ({ffmpeg.error_summary(stderr)}).")
+        with tempfile.TemporaryFile() as errors:  # a file, not a pipe: ffmpeg never waits on us to read it
+            proc = ffmpeg.popen(cmd, stdin=subprocess.PIPE, stderr=errors)
+            try:  # through the watchdog's writer: a stalled ffmpeg is stopped
+                for frame in frames:
+                    proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+                proc.stdin.close()
+                proc.wait()
+            finally:
+                ffmpeg.stop(proc)
+            errors.seek(0)
+            if proc.returncode != 0:
+                raise LipSyncError(f"Encoding a live segment failed ({ffmpeg.failure(proc, errors.read())}).")
     return path

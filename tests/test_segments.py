@@ -76,3 +76,16 @@ def test_any_file_or_folder_name_survives_the_tee_muxer(tmp_path, name):
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert out.stat().st_size > 0 and len(finished_segments(str(folder))) == 3
+
+
+def test_a_live_segment_holds_its_frames_and_their_sound(tmp_path):
+    """What the compatible live mode hands Gradio's streamed video: half a second of frames with their audio."""
+    from lipsync import write_live_segment
+
+    frames = [np.full((101, 130, 3), 10 * i, np.uint8) for i in range(12)]  # odd sides are padded
+    path = write_live_segment(frames, 0.3 * np.sin(np.arange(12 * 640) / 10).astype(np.float32), 25.0,
+                              str(tmp_path / "live.ts"))
+    assert decoded(path).size == 12 * 130 * 102  # every frame, at the padded size
+    sound = subprocess.run([ffmpeg_exe(), "-v", "error", "-i", path, "-map", "0:a:0", "-f", "s16le", "-ac", "1",
+                            "-ar", "16000", "-"], capture_output=True, check=True).stdout
+    assert abs(len(sound) // 2 - 12 * 640) < 2048  # its sound, within an AAC frame or two
