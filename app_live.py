@@ -275,7 +275,11 @@ class LiveServer:
                     output = gr.Video(label="Avatar", streaming=True, autoplay=True, interactive=False)
                 status = gr.Markdown()
             self._wire(demo, previews, avatar, rate, precision, avatar_note, client, mic, output, status)
-        demo.unload(self.stop)
+        demo.unload(self.unload)
+
+    def unload(self, request: gr.Request) -> None:
+        """The tab closed: its session ends and everything it held is freed at once."""
+        self.stop(request)
 
     def _wire(self, demo: gr.Blocks, previews: app_queue.Lane, avatar: Any, rate: Any, precision: Any,
               avatar_note: Any, client: Any, mic: Any, output: Any, status: Any) -> None:
