@@ -130,4 +130,4 @@ def test_on_zero_gpu_the_streamed_result_is_one_gpu_call(checkpoint, tmp_path):
     if result["generator"] is False:
         pytest.skip("ffmpeg and ffprobe are not on the PATH here, so the page does not stream")
     (call,) = result["calls"]  # one GPU call for the whole job, its segments streamed out of it
-    assert call["fn"] == "call" and len(result["segments"]) == 3 and result["final"].endswith(".mp4")
+    assert call["fn"] == "run_job_streamed" and len(result["segments"]) == 3 and result["final"].endswith(".mp4")
