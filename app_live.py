@@ -252,7 +252,8 @@ class LiveServer:
         """The /live page: an avatar, the microphone, and the avatar speaking back as it is made."""
         with demo.route("Live", "/live"):
             gr.Markdown("# Live\nA photo or a short clip as an avatar; your microphone moves its mouth. The picture "
-                        "and your voice come back together, about half a second after you speak.")
+                        "and your voice come back together: under a second after you speak on a small CPU, "
+                        "less on a GPU.")
             if self.host.zero_gpu:
                 gr.Markdown(ZERO_GPU_NOTE)
                 return
