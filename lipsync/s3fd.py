@@ -11,7 +11,9 @@ face-alignment 1.5, whose boxes tests/test_s3fd.py compares with these:
   box head on six feature maps. The first class head has four outputs: three background scores merged by
   their maximum ("max-out"), then the face score. Parameter names follow the published checkpoint
   s3fd-619a316812.pth, so it loads unchanged.
-- input: the frames cv2 gives (BGR), channels reversed, minus (104, 117, 123), as float32.
+- input: the frames cv2 gives (BGR), channels reversed, minus (104, 117, 123), as float32. The Caffe original
+  was tested on BGR minus those means; Wav2Lip's face_detection reverses cv2's BGR frames first, in its
+  preprocess.py (the training crops) as in inference.py, so the network sees RGB. Kept: Wav2Lip's boxes.
 - output: a softmax over each class map; every cell whose face probability exceeds 0.05 in any frame of the
   batch is a candidate for every frame (as the reference does it, duplicates included, so that ties sort the
   same); feature map k (k = 0..5) has stride s = 4 * 2**k and one square anchor of side 4s centred at
@@ -21,8 +23,8 @@ face-alignment 1.5, whose boxes tests/test_s3fd.py compares with these:
   first. Wav2Lip uses the first.
 
 The per-cell Python loops of the reference are numpy operations over all cells at once here (the arithmetic
-element by element the same, so the boxes are equal to the bit), and NMS stops at the first box that would be
-dropped by the 0.5 filter: the boxes it keeps before that are the same, and none after that could be kept.
+element by element the same, so the boxes are equal to the bit), and NMS leaves out the boxes the 0.5 filter
+would drop after it (they cannot change what it keeps above 0.5).
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ class S3FDNet(nn.Module):
             elif layer == "tap":
                 taps.append(x)
             else:
-                x = F.relu(getattr(self, layer[0])(x))
+                x = F.relu(getattr(self, layer[0])(x), inplace=True)  # on the fresh convolution output
         return taps
 
     def forward(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -148,8 +150,8 @@ def _candidates(heads: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
         loc = offsets[:, :, rows, cols].permute(0, 2, 1).cpu().numpy()  # (B, N, 4) float32
         stride = 2 ** (level + 2)
         rows, cols = rows.cpu().numpy(), cols.cpu().numpy()
-        centre = np.stack([stride / 2 + cols * stride, stride / 2 + rows * stride], axis=1) / 1.0  # (N, 2) float64
-        side = np.full((len(rows), 2), stride * 4 / 1.0)
+        centre = np.stack([stride / 2 + cols * stride, stride / 2 + rows * stride], axis=1)  # (N, 2) float64
+        side = np.full((len(rows), 2), float(stride * 4))
         # element by element as face-alignment's decode: float32 offsets times the variance, then float64
         xy = centre + loc[..., :2] * VARIANCES[0] * side
         wh = side * np.exp(loc[..., 2:] * VARIANCES[1])
@@ -161,13 +163,16 @@ def _candidates(heads: list[tuple[torch.Tensor, torch.Tensor]]) -> np.ndarray:
 def _nms_faces(dets: np.ndarray) -> np.ndarray:
     """The rows of `dets` greedy NMS keeps at NMS_OVERLAP that score above FACE_SCORE, best first.
 
-    The loop ends at the first kept box not above FACE_SCORE: those after it score no higher.
+    The reference runs NMS over every candidate, then drops the boxes not above FACE_SCORE. A box only ever
+    suppresses boxes sorted after it, which score no higher, so the boxes not above FACE_SCORE (the tail of the
+    order) change nothing that is kept: they are left out of the loop. The sort is the reference's, over all
+    candidates, so that equal scores come in the same order.
     """
     x1, y1, x2, y2, scores = dets.T
     areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    order = scores.argsort()[::-1]
+    order = scores.argsort()[::-1][: np.count_nonzero(scores > FACE_SCORE)]
     keep = []
-    while order.size > 0 and scores[order[0]] > FACE_SCORE:
+    while order.size > 0:
         best, rest = order[0], order[1:]
         w = np.maximum(0.0, np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]) + 1)
         h = np.maximum(0.0, np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]) + 1)
@@ -181,7 +186,7 @@ def detect_faces(net: S3FDNet, frames: torch.Tensor) -> list[np.ndarray]:
     """Faces in a batch of BGR frames (B, 3, H, W), any dtype: per frame a (k, 5) array of x1, y1, x2, y2, score,
     best first (k may be 0)."""
     device = next(net.parameters()).device
-    x = frames.to(device).to(torch.float32).flip(1)  # BGR to RGB: the order the network was trained on
+    x = frames.to(device).to(torch.float32).flip(1)  # BGR to RGB, as the official code does (module docstring)
     x = x - torch.tensor(MEANS, device=device).view(1, 3, 1, 1)
     with torch.no_grad():
         candidates = _candidates(net(x))
