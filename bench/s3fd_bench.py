@@ -8,7 +8,7 @@ Frames: the first frames of ../shared/calibration/talking_head.mp4 (640x640), sh
 published s3fd-619a316812.pth when weights/ or torch's cache holds it, else random ones rescaled to find boxes
 (tests/media.random_s3fd; they give far more candidates than the real weights on a real face).
 
-    .venv/bin/python bench/s3fd_bench.py [--frames 8] [--side 320] [--repeats 3]
+    .venv/bin/python bench/s3fd_bench.py [--frames 8] [--side 320] [--repeats 3] [--face-logit -4.5]
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--side", type=int, default=320, help="frames shrunk to this many px (the clip is 640)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--face-logit", type=float, default=-4.5,
+                        help="random weights: mean face logit (lower: fewer candidates and faces)")
     args = parser.parse_args()
     from face_alignment.detection.sfd.detect import get_predictions
     from face_alignment.detection.sfd.sfd_detector import SFDDetector
@@ -58,7 +60,8 @@ def main() -> None:
     if path:
         net, source = s3fd.load_net(path, "cpu"), f"published weights {path}"
     else:
-        net, source = media.random_s3fd(frames), "random weights rescaled to find boxes (tests/media.random_s3fd)"
+        net = media.random_s3fd(frames, face_logit=(args.face_logit, 2.0))
+        source = f"random weights rescaled to find boxes (tests/media.random_s3fd, face logit {args.face_logit})"
         path = "/tmp/s3fd_bench_random.pth"
         torch.save(net.state_dict(), path)
     reference = SFDDetector("cpu", path_to_detector=path)
