@@ -17,6 +17,7 @@ import argparse
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -59,12 +60,13 @@ def main() -> None:
     path = find_s3fd(download=False)
     if path:
         net, source = s3fd.load_net(path, "cpu"), f"published weights {path}"
+        reference = SFDDetector("cpu", path_to_detector=path)
     else:
         net = media.random_s3fd(frames, face_logit=(args.face_logit, 2.0))
         source = f"random weights rescaled to find boxes (tests/media.random_s3fd, face logit {args.face_logit})"
-        path = "/tmp/s3fd_bench_random.pth"
-        torch.save(net.state_dict(), path)
-    reference = SFDDetector("cpu", path_to_detector=path)
+        with tempfile.TemporaryDirectory() as folder:  # face-alignment reads its weights from a file
+            torch.save(net.state_dict(), f"{folder}/s3fd_random.pth")
+            reference = SFDDetector("cpu", path_to_detector=f"{folder}/s3fd_random.pth")
     batch = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
     print(f"# {len(frames)} frames {args.side}x{args.side}, {source}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, torch {torch.__version__}, threads {torch.get_num_threads()}")
