@@ -1,7 +1,7 @@
 """The stateless face detectors (S3FD, Haar), and the factory that picks a detector for a job.
 
 Three detectors (the two kinds are in lipsync.detection):
-- 's3fd': S3FD through face-alignment, the detector Wav2Lip was trained with. Its
+- 's3fd': S3FD (lipsync.s3fd, on PyTorch), the detector Wav2Lip was trained with. Its
   weights (90 MB) are downloaded on first use, so it cannot run fully offline.
 - 'blazeface': MediaPipe's BlazeFace (models bundled, run by OpenVINO) with a face
   tracker (lipsync.follow): a few ms per 720p frame on 2 CPU cores, finds turned,
@@ -41,22 +41,26 @@ HAAR_MAP = BoxMap(-0.3583, 0.3905, -0.4272, 0.5280)
 
 
 class S3FDDetector(FaceDetector):
-    """S3FD from face-alignment, fed BGR frames in batches like the official code.
+    """S3FD (lipsync.s3fd) fed the BGR frames cv2 gives, in batches, like the official code.
 
-    face-alignment flips the channels it is given before subtracting its means; the
-    official vendored copy is given BGR, flips it too, then subtracts. Feeding BGR here
-    therefore gives the network exactly the input it gets in the official code.
+    The official inference hands its vendored S3FD the frames with their channels reversed and subtracts
+    (104, 117, 123); lipsync.s3fd.detect_faces does the same to BGR frames, so the network gets exactly the
+    input it gets there. The first box of a frame (the most confident after NMS) is its face, as there.
     """
 
     name = "s3fd"
 
     def __init__(self, weights_path: str, device: str, batch_size: int = 16, max_side: int = 0) -> None:
-        from face_alignment.detection.sfd.sfd_detector import SFDDetector
+        import torch
+
+        from .s3fd import load_net
 
         self.device = device
         self.batch_size = max(1, batch_size)
         self.max_side = max_side  # 0: full resolution, as the official code detects
-        self._net = SFDDetector(device=device, path_to_detector=weights_path)
+        self._net = load_net(weights_path, device)
+        if "cuda" in device:  # as the official code does: the frame size stays the same through a clip
+            torch.backends.cudnn.benchmark = True
 
     def _downscaled(self, frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:
         """Frames shrunk so their longer side is at most max_side (S3FD's cost grows with the pixels)."""
@@ -70,12 +74,14 @@ class S3FDDetector(FaceDetector):
     def detect(self, frames: Sequence[np.ndarray], previous: Detection = None) -> list[Detection]:
         import torch
 
+        from .s3fd import detect_faces
+
         frames, scale = self._downscaled(frames)
 
         def run(start: int, stop: int) -> list[Detection]:
             tensor = torch.from_numpy(np.stack(frames[start:stop])).permute(0, 3, 1, 2)
             return [None if len(boxes) == 0 else Box.of(np.clip(boxes[0], 0, None)[:4] / scale)
-                    for boxes in self._net.detect_from_batch(tensor)]
+                    for boxes in detect_faces(self._net, tensor)]
 
         chunks, _ = map_batches(run, len(frames), self.batch_size, self.device,
                                 "Face detection ran out of memory even one frame at a time. Use the resize option "

@@ -55,6 +55,43 @@ def make_checkpoint(path: Path, seed: int = 0, legacy_format: bool = True, optim
     return path
 
 
+def random_s3fd(frames: list[np.ndarray], seed: int = 0, face_logit: tuple[float, float] = (-4.5, 2.0)):
+    """An S3FD network (lipsync.s3fd) with random weights that find 'faces' in `frames` (BGR, one size).
+
+    Plain random weights give face probabilities near 0.5 everywhere (every cell a candidate, none confident)
+    and box offsets near 0 on the coarse maps. Here each class head is rescaled so that, on these frames, the
+    background logit is 0 and the face logit has the given mean and spread (a few cells per frame above 0.5,
+    a few more above 0.05), and each box head so that its offsets spread about 0.5: thresholds, NMS and the
+    decoding all have work to do.
+    """
+    from lipsync.s3fd import S3FDNet, detect_faces
+
+    torch.manual_seed(seed)
+    net = S3FDNet().eval()
+    heads = {name: m for name, m in net.named_children() if name.endswith(("_mbox_conf", "_mbox_loc"))}
+    seen: dict[torch.nn.Module, torch.Tensor] = {}
+    hooks = [m.register_forward_hook(lambda m, _, out: seen.__setitem__(m, out)) for m in heads.values()]
+    detect_faces(net, torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2))
+    for hook in hooks:
+        hook.remove()
+    mean, spread = face_logit
+    with torch.no_grad():
+        for name, head in heads.items():
+            out = seen[head]
+            if name.endswith("_conf"):  # a class head: the background outputs zero, the last one the face
+                face = out[:, -1]
+                gain = spread / face.std()
+                head.weight[-1] *= gain
+                head.bias[-1] = (head.bias[-1] - face.mean()) * gain + mean
+                head.weight[:-1] = 0
+                head.bias[:-1] = 0
+            else:  # a box head
+                gain = 0.5 / out.std()
+                head.weight *= gain
+                head.bias.copy_((head.bias - out.mean(dim=(0, 2, 3))) * gain)
+    return net
+
+
 def official_key_layout() -> list[tuple[str, list[int]]]:
     return [(k, s) for k, s in json.loads(OFFICIAL_LAYOUT.read_text())["state_dict"]]
 

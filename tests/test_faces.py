@@ -121,16 +121,16 @@ def test_haar_follows_a_moving_face_near_its_full_frame_box():
 def test_s3fd_sees_the_input_the_official_code_gives_it(tmp_path, monkeypatch):
     """The official vendored S3FD gets frame[..., ::-1] - (104, 117, 123); ours must give the network the same."""
     import torch
-    from face_alignment.detection.sfd.net_s3fd import s3fd
 
     from lipsync.faces import S3FDDetector
+    from lipsync.s3fd import S3FDNet
 
     weights = tmp_path / "s3fd_random.pth"
     torch.manual_seed(0)
-    torch.save(s3fd().state_dict(), weights)
+    torch.save(S3FDNet().state_dict(), weights)
     detector = S3FDDetector(str(weights), "cpu", batch_size=2)
     seen = []
-    net = detector._net.face_detector
+    net = detector._net
     original_forward = net.forward
     monkeypatch.setattr(net, "forward", lambda x: seen.append(x.clone()) or original_forward(x))
     frames = [np.ascontiguousarray(f) for f in media.pan_zoom_frames(3, (64, 48))]
