@@ -23,9 +23,20 @@ def avatar(engine, face_photo) -> Avatar:
     return engine.prepare_avatar(str(face_photo), OPTIONS)
 
 
+def shade_by_window(crops: np.ndarray, mels: np.ndarray) -> np.ndarray:
+    """A stand-in for the network where the plumbing is under test (the chunking, the pacing, the idle frames): each
+    face is its own crop, shaded by the first and the last step of its own mel window, so a window shifted by a step
+    or handed to another frame shows in the image. About a thousand times cheaper than the network on a CPU; the
+    network itself runs in test_a_speaking_live_frame_is_the_frame_a_job_makes."""
+    first, last = (np.clip(np.round((mels[:, :, step].mean(1) + 4.0) * 30), 0, 255) for step in (0, -1))
+    faces = crops.copy()
+    faces[:, 48:, :, 0], faces[:, 48:, :, 2] = first[:, None, None], last[:, None, None]
+    return faces
+
+
 @pytest.fixture(scope="module")
-def runner(engine):
-    return ModelRunner(engine.network, "cpu")
+def runner():
+    return shade_by_window
 
 
 @pytest.fixture(scope="module")
@@ -68,14 +79,14 @@ def test_the_chunking_does_not_change_a_frame(avatar, runner, speech_wav):
     assert len(one) == len(many) and all(np.array_equal(a.image, b.image) for a, b in zip(one, many))
 
 
-def test_a_speaking_live_frame_is_the_frame_a_job_makes(engine, avatar, runner, face_photo, tmp_path, captured):
+def test_a_speaking_live_frame_is_the_frame_a_job_makes(engine, avatar, face_photo, tmp_path, captured):
     """Same window, same crop, same model: once the mouth has faded in, live frame i is the job's frame i."""
-    wav = media.speech_samples(2.0)
+    wav = media.speech_samples(1.2)
     speech = media.write_wav(tmp_path / "s.wav", wav)
     engine.sync(str(face_photo), str(speech), str(tmp_path / "job.mp4"), OPTIONS)
-    frames = run_sync(LiveSync(avatar, runner, fps=25, blend="box"), [media.speech_samples(2.0)])
+    frames = run_sync(LiveSync(avatar, ModelRunner(engine.network, "cpu"), fps=25, blend="box"), [wav])
     full = [f for f in frames if f.weight == 1.0]
-    assert len(full) > 30
+    assert len(full) >= 15
     diff = max(int(np.abs(f.image.astype(int) - captured[f.index].astype(int)).max()) for f in full)
     assert diff <= 1, diff  # the same network on batches of 4 instead of 8: at most one level of rounding
 

@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # install never needs it (each import is inside a function, or guarded).
 OPTIONAL = {
     "torch": "requirements-gpu.txt (lipsync.devices.torch_missing says so where it is needed)",
-    "face_alignment": "requirements-gpu.txt (S3FD; lipsync.faces refuses --detector s3fd without torch)",
     "ray": "requirements-ray.txt (batch --ray says so)",
     "spaces": "Hugging Face Spaces' own package (app.py: try/except ImportError)",
 }
@@ -58,7 +57,10 @@ def test_the_cpu_set_is_lean_with_one_opencv_wheel():
     cpu = requirements("requirements-cpu.txt")
     assert not LEAN_WITHOUT & set(cpu)
     assert [name for name in cpu if name.startswith("opencv")] == ["opencv-python-headless"]
-    assert "torch" in requirements("requirements-gpu.txt")
+    gpu = requirements("requirements-gpu.txt")
+    assert "torch" in gpu
+    assert not [name for name in gpu if name.startswith("opencv") or name == "face-alignment"], \
+        "the GPU install keeps one OpenCV wheel too (S3FD is lipsync/s3fd.py, not face-alignment)"
 
 
 def test_every_opencv_wheel_is_the_same_build():
