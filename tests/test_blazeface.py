@@ -132,6 +132,7 @@ def test_a_point_picks_the_other_face_and_a_point_on_no_face_is_refused(detector
     assert str(raised.value).count(". ") == 0  # one sentence
 
 
+@pytest.mark.slow  # 16 frames of two people, three times over
 def test_clips_sharing_one_detector_do_not_mix(detector):
     """Two clips interleaved batch by batch on the shared detector get what each gets alone."""
     frames, faces = _two_people(16)

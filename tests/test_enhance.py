@@ -102,7 +102,7 @@ def clip_speech(data_dir):
     return media.make_speech(data_dir / "speech_0.6s.wav", seconds=0.6)
 
 
-@pytest.mark.parametrize("blend", ["mouth", "box"])
+@pytest.mark.parametrize("blend", ["mouth", pytest.param("box", marks=pytest.mark.slow)])
 def test_the_upper_face_is_the_unenhanced_result_bit_for_bit(engine, face_photo, clip_speech, tmp_path, captured,
                                                             stand_in, blend):
     box = dict(box=ASTRONAUT_BOX.tblr, blend=blend)
@@ -124,6 +124,7 @@ def test_the_upper_face_is_the_unenhanced_result_bit_for_bit(engine, face_photo,
     assert "strength 0.8" in result.summary()
 
 
+@pytest.mark.slow  # a whole job with the restorer; the fast lane has one in test_the_upper_face...[mouth]
 def test_a_face_too_small_for_landmarks_keeps_its_mouth_and_is_counted(engine, clip_speech, tmp_path, captured,
                                                                        stand_in):
     small = tmp_path / "small.png"
@@ -223,7 +224,7 @@ def test_zerogpu_request_and_cpu_estimate_count_the_restorer(face_photo, speech)
     from lipsync.restorer import GPU_SECONDS_PER_FACE
 
     plain, enhanced = (gpu_seconds(str(face_photo), str(speech), Options(enhance=e)) for e in ("none", "gfpgan"))
-    frames = 2.0 * 25  # two seconds of speech at the photo's 25 fps
+    frames = 1.0 * 25  # one second of speech (the speech fixture) at the photo's 25 fps
     assert enhanced - plain == pytest.approx(1.5 * frames * GPU_SECONDS_PER_FACE, rel=0.05)  # with the 1.5 margin
     on_cpu = enhance_seconds(str(face_photo), str(speech), Options(), "cpu")
     assert on_cpu > frames * 0.5  # seconds per face on a CPU

@@ -29,6 +29,7 @@ def _read_all(proc: subprocess.Popen) -> int:
     return frames
 
 
+@pytest.mark.slow  # waits out a real timeout; the stall and idle cases below stay in the fast lane
 def test_a_busy_ffmpeg_runs_past_the_timeout():
     start = time.monotonic()
     proc = ffmpeg.popen(_decoder(3.0), timeout=0.5, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

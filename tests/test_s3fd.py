@@ -77,6 +77,7 @@ def test_the_network_computes_what_face_alignments_does(frames, net):
     assert all(torch.equal(a, b) for a, b in zip(got, expected))
 
 
+@pytest.mark.slow  # the same network twice; the fast lane compares with the official code below
 def test_boxes_and_scores_equal_face_alignments(frames, net, weights):
     """Bit for bit, every box face-alignment keeps, in its order; a flat grey frame (ties everywhere) too."""
     sfd = _face_alignment()

@@ -22,39 +22,45 @@ def decoded(path: str) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def speech4(data_dir):
-    return media.make_speech(data_dir / "speech4.wav", seconds=4.0)
+def speech2(data_dir):
+    """2.2 s: two segments (cut at 1 s; where later cuts fall: test_segment_cut_points_follow_the_keyframes)."""
+    return media.make_speech(data_dir / "speech2.wav", seconds=2.2)
 
 
-def test_a_streamed_job_hands_out_segments_then_the_very_file_an_ordinary_job_writes(engine, face_video, speech4,
+def test_a_streamed_job_hands_out_segments_then_the_very_file_an_ordinary_job_writes(engine, face_video, speech2,
                                                                                       tmp_path):
     options = Options(detector="haar")
-    plain = engine.sync(str(face_video), str(speech4), str(tmp_path / "plain.mp4"), options)
+    plain = engine.sync(str(face_video), str(speech2), str(tmp_path / "plain.mp4"), options)
     streamed_out, folder = tmp_path / "streamed.mp4", tmp_path / "segments"
     folder.mkdir()
-    events = list(engine.sync_stream(str(face_video), str(speech4), str(streamed_out), str(folder), options))
+    events = []
+    for event in engine.sync_stream(str(face_video), str(speech2), str(streamed_out), str(folder), options):
+        if isinstance(event, str) and not any(isinstance(e, str) for e in events):
+            assert os.path.getsize(event) > 0 and not streamed_out.exists()  # the first plays before the MP4 is there
+        events.append(event)
     segments = [e for e in events if isinstance(e, str)]
-    assert isinstance(events[-1], SyncResult) and events[-1].frames == plain.frames == 97  # 4 s: 321 mel frames
+    assert isinstance(events[-1], SyncResult) and events[-1].frames == plain.frames == 52  # 2.2 s: 177 mel frames
     assert any(isinstance(e, Progress) and e.stage == "Syncing lips" for e in events)
-    # segments of 1 s, then 2 s (keyframes at 1 s and 3 s): three for 4 s
-    assert [os.path.basename(s) for s in segments] == ["part00000.ts", "part00001.ts", "part00002.ts"]
+    # a segment of 1 s, then the rest (keyframes at 1 s, 3 s, ...): two for 2.2 s
+    assert [os.path.basename(s) for s in segments] == ["part00000.ts", "part00001.ts"]
     assert streamed_out.read_bytes() == (tmp_path / "plain.mp4").read_bytes()
     joined = tmp_path / "joined.ts"
     joined.write_bytes(b"".join(open(s, "rb").read() for s in segments))
     assert np.array_equal(decoded(str(joined)), decoded(str(streamed_out)))  # the stream shows the file's frames
 
 
-def test_the_first_segment_comes_while_the_job_still_runs(engine, face_video, speech4, tmp_path):
+@pytest.mark.slow  # a second streamed job; the fast lane checks the same in the test above
+def test_the_first_segment_comes_while_the_job_still_runs(engine, face_video, speech2, tmp_path):
     out = tmp_path / "out.mp4"
-    stream = engine.sync_stream(str(face_video), str(speech4), str(out), str(tmp_path), Options(detector="haar"))
+    stream = engine.sync_stream(str(face_video), str(speech2), str(out), str(tmp_path), Options(detector="haar"))
     first = next(e for e in stream if isinstance(e, str))
     assert os.path.getsize(first) > 0 and not out.exists()  # the MP4 is written only at the end
     assert isinstance(list(stream)[-1], SyncResult) and out.exists()
 
 
-def test_a_stream_nobody_reads_stops_the_job_and_leaves_no_file(engine, face_video, speech4, tmp_path):
+def test_a_stream_nobody_reads_stops_the_job_and_leaves_no_file(engine, face_video, speech2, tmp_path):
     out = tmp_path / "out.mp4"
-    stream = engine.sync_stream(str(face_video), str(speech4), str(out), str(tmp_path), Options(detector="haar"))
+    stream = engine.sync_stream(str(face_video), str(speech2), str(out), str(tmp_path), Options(detector="haar"))
     next(e for e in stream if isinstance(e, Progress) and e.stage == "Syncing lips")
     stream.close()  # returns once the job has stopped
     assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".partial.mp4")]

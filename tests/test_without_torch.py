@@ -186,6 +186,7 @@ BLOCK_LEAN = "import sys\nfor _name in ('torch', 'mediapipe', 'scipy', 'librosa'
              "    sys.modules[_name] = None  # `import` of any of these raises ImportError from here on\n"
 
 
+@pytest.mark.slow  # a child process that builds the whole page (about 6 s); the fast lane has the job without torch
 def test_cpu_install_builds_the_app_and_runs_a_job(checkpoint, face_photo, tmp_path):
     """With torch, mediapipe, scipy, librosa and face-alignment all unimportable: the app's page is built, a CLI job
     (BlazeFace, the default detector) writes its MP4, and --enhance gfpgan gives the one sentence saying what to
