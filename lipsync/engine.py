@@ -89,22 +89,13 @@ class LipSync:
         finished MPEG-TS segment of the output (in `segment_dir`), then the `SyncResult`. The MP4 at `outfile` is
         the one `sync` writes. Closing the iterator early stops the job."""
         options = replace(options or Options(), **overrides) if overrides else options or Options()
-        detector = None if options.fixed_box is not None else self.detector(options)
-
-        def job(progress: ProgressCallback) -> SyncResult:
-            restorer, problem = self.restorer(options)  # as `sync` does, so the MP4 is the same file
-            try:
-                return run(face, audio, outfile, self.network, self.device, options, detector, progress, restorer,
-                           problem, segment_dir)
-            finally:
-                release_memory(self.device)
-
-        return stream_job(job, segment_dir)
+        return stream_job(lambda progress: self._run_job(face, audio, outfile, options, progress, segment_dir),
+                          segment_dir)
 
     def prepare_avatar(self, avatar: str, options: Options | None = None) -> Avatar:
         """A photo or short clip prepared for live sessions (faces found, crops cut); refuses one with no face."""
         options = options or Options()
-        detector = None if options.fixed_box is not None else self.detector(options)
+        detector = self._job_detector(options)
         return prepare_avatar(avatar, options, detector and detector.detector, detector.name if detector else "")
 
     def live(self, avatar: str | Avatar, options: Options | None = None, wait: float = 0.0) -> LiveSession:
@@ -124,13 +115,22 @@ class LipSync:
              progress: ProgressCallback | None = None, **overrides: Any) -> SyncResult:
         """Lip-sync one clip. `overrides` are Options fields, e.g. pads=(0, 20, 0, 0), blend='feather'."""
         options = replace(options or Options(), **overrides) if overrides else options or Options()
-        detector = None if options.fixed_box is not None else self.detector(options)
+        return self._run_job(face, audio, outfile, options, progress)
+
+    def _job_detector(self, options: Options) -> DetectorChoice | None:
+        """The shared detector these options need, or None when a fixed box makes detection unneeded."""
+        return None if options.fixed_box is not None else self.detector(options)
+
+    def _run_job(self, face: str, audio: str, outfile: str, options: Options, progress: ProgressCallback | None,
+                 segment_dir: str | None = None) -> SyncResult:
+        """One job, for `sync` and `sync_stream` alike (so both write the same MP4); its memory handed back after."""
+        detector = self._job_detector(options)
         if options.enhance != "none" and progress is not None:
             progress("Preparing the face restorer", 0, 1)  # the first time on a CPU: converted, a minute or two
         restorer, problem = self.restorer(options)
         try:
             return run(face, audio, outfile, self.network, self.device, options, detector, progress, restorer,
-                       problem)
+                       problem, segment_dir)
         finally:
             release_memory(self.device)
 
