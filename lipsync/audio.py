@@ -197,6 +197,12 @@ def warm_up() -> None:
     melspectrogram(np.zeros(SAMPLE_RATE // 4, dtype=np.float32))
 
 
+def window_start(index: int, fps: float) -> int:
+    """First mel frame of video frame `index`'s window (before the end of the audio is reached): the one formula
+    for jobs (window_starts) and live streams (lipsync.live), so a live frame reads the job's window."""
+    return int(index * (MEL_FRAMES_PER_SECOND / fps))
+
+
 def window_starts(n_mel_frames: int, fps: float) -> list[int]:
     """First mel frame of each video frame's window; the list length is the output frame count.
 
@@ -208,11 +214,10 @@ def window_starts(n_mel_frames: int, fps: float) -> list[int]:
             f"The audio is too short: it must last at least {MEL_WINDOW / MEL_FRAMES_PER_SECOND:.2f} s "
             "(one mel window). Use a longer audio file."
         )
-    step = MEL_FRAMES_PER_SECOND / fps
     starts = []
     i = 0
     while True:
-        start = int(i * step)
+        start = window_start(i, fps)
         if start + MEL_WINDOW > n_mel_frames:
             starts.append(n_mel_frames - MEL_WINDOW)
             return starts

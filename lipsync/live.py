@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
-from .audio import HOP_LENGTH, LOOKAHEAD_SAMPLES, MEL_FRAMES_PER_SECOND, MEL_WINDOW, N_FFT, SAMPLE_RATE, MelStream
+from .audio import HOP_LENGTH, LOOKAHEAD_SAMPLES, MEL_WINDOW, N_FFT, SAMPLE_RATE, MelStream, window_start
 from .avatar import Avatar
 from .generator import LazyModel, ModelRunner
 from .blend import paste
@@ -100,7 +100,7 @@ class LiveSync:
 
     def window_start(self, index: int) -> int:
         """Frame `index`'s first mel frame, as the official code places it."""
-        return int(index * MEL_FRAMES_PER_SECOND / self.fps)
+        return window_start(index, self.fps)
 
     def needed_samples(self, index: int) -> int:
         """Input samples that must be in before frame `index` can be made (its window's last STFT frame)."""
