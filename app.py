@@ -58,9 +58,10 @@ CONCURRENCY = int(env_number("LIPSYNC_CONCURRENCY", 1))  # jobs run at once (pro
 QUEUE_SIZE = int(env_number("LIPSYNC_QUEUE_SIZE", 16))  # jobs waiting before new ones are turned away
 PER_VISITOR = int(env_number("LIPSYNC_QUEUE_PER_VISITOR", 4))  # of them from one visitor (a page, a client session)
 # Each kind of work waits in its own lane (app_queue): previews and face checks never take a job's place.
-JOBS = app_queue.Lane("lipsync", "jobs", CONCURRENCY, QUEUE_SIZE, PER_VISITOR)
-PREVIEWS = app_queue.Lane("preview", "previews", 2, 32, 4)  # a visitor's page asks for one at a time
-SCANS = app_queue.Lane("scan", "face checks", 1, 8, 1)
+JOBS = app_queue.Lane("lipsync", "jobs", CONCURRENCY, QUEUE_SIZE, PER_VISITOR, **app_queue.address_limits())
+PREVIEWS = app_queue.Lane("preview", "previews", 2, 32, 4,  # a visitor's page asks for one at a time
+                          **app_queue.address_limits())
+SCANS = app_queue.Lane("scan", "face checks", 1, 8, 1, **app_queue.address_limits())
 MAX_UPLOAD = os.environ.get("LIPSYNC_MAX_UPLOAD", "500mb")
 MAX_UPLOAD_BYTES = app_files.parse_size(MAX_UPLOAD)  # uploads (Gradio checks them) and files given by URL (we do)
 KEEP_MINUTES = env_number("LIPSYNC_KEEP_MINUTES", 60.0)  # results kept on disk this long
@@ -217,9 +218,11 @@ def job_folder(settings: dict[str, Any]) -> Iterator[tuple[str, Path]]:
         _active_jobs.add(job_dir)
     try:
         yield face, job_dir
-    except Exception as err:
+    except BaseException as err:  # failed, or stopped: a cancelled page's GeneratorExit, an asyncio cancel
         shutil.rmtree(job_dir, ignore_errors=True)
-        raise user_error(err) from None
+        if isinstance(err, Exception):
+            raise user_error(err) from None
+        raise
     finally:
         release_folder(job_dir)
 
@@ -252,12 +255,14 @@ def run_job_streamed(settings: dict[str, Any], progress: Callable | None = None)
         engine = engine_for(settings)
         outfile, segments = job_dir / f"lipsync_{Path(face).stem[:40]}.mp4", job_dir / "segments"
         segments.mkdir()
-        events = engine.sync_stream(face, settings["audio"], str(outfile), str(segments), options)
-        for event in app_stream.segments_then_result(events, progress):
-            if isinstance(event, str):
-                yield gr.skip(), event, gr.skip(), gr.skip(), gr.skip()
-            else:
-                result = event
+        # closed before the folder goes, whatever ends this generator: the job has stopped writing into it then
+        with contextlib.closing(engine.sync_stream(face, settings["audio"], str(outfile), str(segments),
+                                                   options)) as events:
+            for event in app_stream.segments_then_result(events, progress):
+                if isinstance(event, str):
+                    yield gr.skip(), event, gr.skip(), gr.skip(), gr.skip()
+                else:
+                    result = event
         progress(1.0, desc="Preparing the original for display")
         original = display_copy(face, str(job_dir / "original.mp4"), settings["audio"], seconds=result.duration)
     outputs = finish(result, original, outfile)

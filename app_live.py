@@ -14,8 +14,10 @@ time, so a page that stops reading never makes the server buffer more than one (
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import inspect
+import logging
 import queue
 import shutil
 import threading
@@ -23,16 +25,17 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 import gradio as gr
 import numpy as np
 
 import app_files
 import app_queue
-from lipsync import (LipSyncError, Options, env_number, face_preview, live_frame_message, live_hello,
-                     live_microphone, live_refusal, write_live_segment)
+from lipsync import (Ended, LipSyncError, LiveSession, Options, env_number, face_preview, live_frame_message,
+                     live_hello, live_microphone, live_refusal, read_microphone_piece, write_live_segment)
 
+log = logging.getLogger("lipsync.app")
 ROOT = Path(__file__).resolve().parent
 CHUNK_SECONDS = env_number("LIPSYNC_LIVE_CHUNK", 0.25)  # compatible mode: microphone audio Gradio sends at once
 SEGMENT_SECONDS = env_number("LIPSYNC_LIVE_SEGMENT", 0.5)  # compatible mode: video sent back at once
@@ -40,11 +43,13 @@ SEGMENTS_KEPT = 40  # Gradio reads each segment after it is yielded, on its own 
 STREAM_GRACE = 0.1  # s a frame waits for late microphone audio before it goes out idle
 SESSIONS = int(env_number("LIPSYNC_LIVE_SESSIONS", 1))  # at once on this server (the engine's live slots)
 MAX_POST_BYTES = 2 * 16000  # a second of 16 kHz int16 audio in one post, at most
+POST_SECONDS = 5.0  # a post's body must arrive within this (the page sends 20-40 ms of audio at a time)
+READER_STALL_SECONDS = 3.0  # a frame the page's connection has not taken for this long: the page stopped reading
 RATES = [("Automatic (what this machine holds)", 0.0), ("25 fps", 25.0), ("20 fps", 20.0), ("12.5 fps", 12.5)]
 # One live session per engine: its lane holds the compatible mode's session (its own client opens the stream
 # outside the queue, and the engine's slot refuses a second); microphone pieces have a lane of their own.
-LIVE = app_queue.Lane("live", "live sessions", SESSIONS, 4, 1)
-LIVE_AUDIO = app_queue.Lane("live-audio", "microphone pieces", 8, 64, 16)
+LIVE = app_queue.Lane("live", "live sessions", SESSIONS, 4, 1, **app_queue.address_limits())
+LIVE_AUDIO = app_queue.Lane("live-audio", "microphone pieces", 8, 64, 16)  # one session's: its lane caps it
 ZERO_GPU_NOTE = (
     "**Live mode does not run on this Space.** ZeroGPU lends a GPU for one call of a minute or two, and a live "
     "session holds the model for as long as you speak. What you can do here: the first page, whose result plays "
@@ -119,11 +124,12 @@ class LiveServer:
 
         The frames are made on a thread that hands over one message at a time: a page that stops reading holds
         that thread, and the session skips the frames it missed when the page reads again (it never queues them).
-        The session ends, and frees its slot, when the page stops the stream, the tab goes away or the time limit
-        is reached.
+        The session ends, and frees its slot, when the page stops the stream, the tab goes away, the time limit
+        is reached, or a frame cannot be sent for READER_STALL_SECONDS (a page that stopped reading, whatever it
+        does next: its connection is closed then too).
         """
         from starlette.concurrency import run_in_threadpool
-        from starlette.responses import Response, StreamingResponse
+        from starlette.responses import Response
 
         with self.lock:
             ticket = self.tickets.get(request.query_params.get("ticket", ""))
@@ -137,8 +143,14 @@ class LiveServer:
         key = uuid.uuid4().hex
         with self.lock:
             self.streams[key] = session
+
+        def end(why: Ended = Ended.CLOSED) -> None:  # every way the stream ends comes here: the slot is freed now
+            session.close(why)
+            with self.lock:
+                self.streams.pop(key, None)
+
         handover: queue.Queue = queue.Queue(maxsize=1)  # the bound: one frame between the session and the page
-        producer = self.pool.submit(_produce, session, handover)
+        producer = self.pool.submit(_produce, session, handover, end)
 
         def next_message() -> bytes:
             while True:
@@ -154,24 +166,31 @@ class LiveServer:
                 while message := await run_in_threadpool(next_message):
                     yield message
             finally:  # the page stopped reading, or went away: everything is freed now
-                session.close()
-                with self.lock:
-                    self.streams.pop(key, None)
+                end()
 
-        return StreamingResponse(body(), media_type="application/octet-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        return _session_response(body(), lambda: end(Ended.READER_STOPPED))
 
     async def audio(self, request: Any) -> Any:
-        """POST live/audio?key=…: microphone audio for a running session (16 kHz int16 PCM, at most a second)."""
+        """POST live/audio?key=…: microphone audio for a running session (16 kHz int16 PCM, at most a second).
+
+        Everything a client declares is checked before the body is read: the key (410 for no running session),
+        the length (413 over MAX_POST_BYTES); then the body is read in pieces, stopped at MAX_POST_BYTES whatever
+        the headers said (413) and at POST_SECONDS (408: a body trickled in holds nothing for long)."""
         from starlette.responses import Response
 
         with self.lock:
             session = self.streams.get(request.query_params.get("key", ""))
-        body = await request.body()
         if session is None:
             return Response(status_code=410)  # ended: the page stops sending
-        if len(body) > MAX_POST_BYTES:
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_POST_BYTES:
             return Response(status_code=413)
+        try:
+            body = await asyncio.wait_for(_read_body(request, MAX_POST_BYTES), POST_SECONDS)
+        except _TooLarge:
+            return Response(status_code=413)
+        except asyncio.TimeoutError:
+            return Response(status_code=408)
         try:
             session.push(live_microphone(body))
         except LipSyncError:
@@ -224,18 +243,24 @@ class LiveServer:
             del sent[:-SEGMENTS_KEPT]
             yield str(path), (f"Live at {session.fps:g} fps (the model makes {session.sync.faces_per_second:.0f} "
                               f"faces/s here); {session.elapsed():.0f} s of {session.time_limit:.0f} s.")
-        yield gr.skip(), session.reason if session.reason.startswith("The live") else "Session ended."
+        yield gr.skip(), session.reason if session.ended is Ended.TIME_LIMIT else "Session ended."
 
-    def push(self, audio: Any, request: gr.Request) -> None:
-        """A piece of microphone audio, into this visitor's running session (dropped when none runs yet)."""
+    def push(self, audio: str | None, request: gr.Request) -> None:
+        """A piece of microphone audio (the WAV file Gradio received), into this visitor's running session (dropped
+        when none runs yet). Read within bounds, never as a whole file on trust: its size, rate, layout and length
+        are checked before its samples are (lipsync.wire.read_microphone_piece)."""
         with self.lock:
             live = self.gradio_sessions.get(request.session_hash or "local")
-        if live is not None and audio is not None:
-            rate, samples = audio
-            try:
-                live["session"].push(samples, int(rate))
-            except LipSyncError:  # the session has just ended; its own stream says why
-                pass
+        if live is None or not audio:
+            return
+        try:
+            samples, rate = read_microphone_piece(audio)
+        except LipSyncError as err:  # a piece no microphone sends: said, and the session goes on
+            raise gr.Error(str(err)) from None
+        try:
+            live["session"].push(samples, rate)
+        except LipSyncError:  # the session has just ended; its own stream says why
+            pass
 
     def stop(self, request: gr.Request) -> str:
         """The microphone stopped, or the tab closed: end this visitor's session and free everything at once."""
@@ -272,7 +297,8 @@ class LiveServer:
             with gr.Accordion("Compatible mode: through Gradio's own streaming, if the view above stays blank "
                               "(about two seconds behind)", open=False):
                 with gr.Row():
-                    mic = gr.Audio(label="Microphone", sources=["microphone"], streaming=True, type="numpy")
+                    mic = gr.Audio(label="Microphone", sources=["microphone"], streaming=True, type="filepath",
+                                   format=None)  # the file as sent, read within bounds by `push`
                     output = gr.Video(label="Avatar", streaming=True, autoplay=True, interactive=False)
                 status = gr.Markdown()
             self._wire(demo, previews, avatar, rate, precision, avatar_note, client, mic, output, status)
@@ -297,24 +323,63 @@ class LiveServer:
         avatar.change(self.stop, None, status, api_visibility="private", queue=False)  # a new avatar: a new session
 
 
-def _produce(session: Any, handover: queue.Queue) -> None:
-    """Make the session's frames and hand them over one at a time (the stream's only buffer)."""
+def _produce(session: LiveSession, handover: queue.Queue, end: Callable[[], None]) -> None:
+    """Make the session's frames and hand them over one at a time (the stream's only buffer); `end` when done."""
     try:
         for frame in session.frames(grace=STREAM_GRACE):
             message = live_frame_message(frame)
-            while not session.closed:
+            while not session.end_if_expired():  # the time limit holds even while the page does not read
                 try:
                     handover.put(message, timeout=0.25)
                     break
                 except queue.Full:
                     continue
     finally:  # the last words, unless the page has stopped reading (it then ends on the closed session)
-        last = [live_refusal(session.reason)] if session.reason.startswith("The live") else []  # the time limit
+        last = [live_refusal(session.reason)] if session.ended is Ended.TIME_LIMIT else []
         for message in [*last, b""]:
             try:
                 handover.put(message, timeout=1.0)
             except queue.Full:
                 break
+        end()
+
+
+class _TooLarge(Exception):
+    """A request body past its route's limit."""
+
+
+async def _read_body(request: Any, limit: int) -> bytes:
+    """The request's body, read in pieces and refused (_TooLarge) as soon as it passes `limit` bytes."""
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise _TooLarge
+    return bytes(body)
+
+
+def _session_response(body: AsyncIterator[bytes], stalled: Callable[[], None]) -> Any:
+    """A streamed response that gives up on a reader who stopped reading: a message the connection has not taken
+    within READER_STALL_SECONDS calls `stalled` (the session ends, its slot is free) and the connection is closed
+    (uvicorn logs that the response was left incomplete). A page that goes away is seen as Starlette sees it."""
+    from starlette.responses import StreamingResponse
+
+    class SessionResponse(StreamingResponse):
+        async def stream_response(self, send: Any) -> None:
+            try:
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                async for message in self.body_iterator:
+                    await asyncio.wait_for(send({"type": "http.response.body", "body": message, "more_body": True}),
+                                           READER_STALL_SECONDS)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            except asyncio.TimeoutError:
+                log.info("A live stream's reader took no frame for %.0f s: its session ended", READER_STALL_SECONDS)
+                stalled()
+            finally:  # also when cancelled (the page went away): the session ends now, not when collected
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+    return SessionResponse(body, media_type="application/octet-stream",
+                           headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
 def lane_validator(lane: app_queue.Lane, demo: gr.Blocks, inputs: int) -> Callable:

@@ -7,69 +7,118 @@ lane one visitor (a page, or a client's session) may have only a few events wait
 (which Gradio runs before it queues the event) checks its lane and refuses with a sentence when it is full: the
 page shows it on the face input, a Python client raises it (gradio_client's ValidationError).
 
-What this does not stop: someone who makes a new session for every request. A session is only a name the
-client picks; a public server needs a rate limit per address in front of it for that (the proxy's job).
+A session is only a name the client picks, so a script that makes a new session for every request gets a new
+share each time. A public server can also cap what one network address has waiting (`per_address`, from
+LIPSYNC_QUEUE_PER_ADDRESS; off by default): that stops such a script, and costs people behind one NAT (a school,
+an office, a mobile carrier), who then share one address's allowance.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 ADMITTED_SECONDS = 30.0  # an admitted event that never reached the queue (its request failed) is forgotten then
 
 
 @dataclass(frozen=True)
-class Lane:
-    """One kind of event: how many run at once, how many may wait in all, and how many from one visitor."""
+class Visitor:
+    """Who sent an event: the client's session and, where the server counts them, its network address."""
 
-    name: str  # the Gradio concurrency group
-    what: str  # the events, as a visitor calls them ("jobs")
-    running: int
-    waiting: int
-    per_visitor: int
-    # Events admitted but not yet in Gradio's queue (validators of simultaneous requests run side by side, and
-    # Gradio queues an event only after its validator returns): by their request, with their session and time.
-    _admitted: dict = field(default_factory=dict, compare=False, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    session: str | None
+    address: str | None
+
+
+def client_address(request: Any, proxy_hops: int) -> str | None:
+    """The network address of the client that sent `request` (a gr.Request or a Starlette request).
+
+    With `proxy_hops` 0 it is the connection's peer (what Gradio itself reports as `request.client.host`). Behind
+    proxies (Hugging Face Spaces puts one in front of every Space) the peer is the proxy, and each proxy appends
+    the address it saw to X-Forwarded-For: the client is then the entry `proxy_hops` from the right. Entries
+    further left were written by the client itself and can be anything, so they are never trusted.
+    """
+    if proxy_hops > 0:
+        headers = getattr(request, "headers", None) or {}
+        forwarded = [a.strip() for a in str(headers.get("x-forwarded-for", "")).split(",") if a.strip()]
+        if forwarded:
+            return forwarded[-min(proxy_hops, len(forwarded))]
+    client = getattr(request, "client", None)
+    return getattr(client, "host", None) if client is not None else None
+
+
+def gradio_waiting(demo: Any, group: str) -> tuple[list[Any], set[int]]:
+    """The requests of the events waiting in Gradio's concurrency group `group`, and the ids of every queued or
+    running event's request (to forget the admissions Gradio has taken over).
+
+    Gradio has no public view of its queue: this reads its internals (`demo._queue`) in this one place. Should a
+    Gradio release move them, the lanes stop limiting rather than the page stop working, and
+    tests/test_serving.py::test_one_visitor_cannot_fill_the_queue fails.
+    """
+    queue = getattr(demo, "_queue", None)
+    events = list(getattr((getattr(queue, "event_queue_per_concurrency_id", None) or {}).get(group), "queue", ()))
+    running = [e for jobs in list(getattr(queue, "active_jobs", ()) or ()) for e in (jobs or ())]
+    return events, {id(getattr(e, "request", None)) for e in events + running}
+
+
+class Lane:
+    """One kind of event: how many run at once, how many may wait in all, how many from one visitor and (when
+    not 0) from one network address."""
+
+    def __init__(self, name: str, what: str, running: int, waiting: int, per_visitor: int, per_address: int = 0,
+                 proxy_hops: int = 0) -> None:
+        self.name = name  # the Gradio concurrency group
+        self.what = what  # the events, as a visitor calls them ("jobs")
+        self.running, self.waiting, self.per_visitor = running, waiting, per_visitor
+        self.per_address, self.proxy_hops = per_address, proxy_hops
+        # Events admitted but not yet in Gradio's queue (validators of simultaneous requests run side by side, and
+        # Gradio queues an event only after its validator returns): by their request's id, with visitor and time.
+        self._admitted: dict[int, tuple[Visitor, float]] = {}
+        self._lock = threading.Lock()
 
     def events(self) -> dict[str, Any]:
         """The arguments that put an event listener in this lane."""
         return {"concurrency_id": self.name, "concurrency_limit": self.running}
 
+    def visitor(self, request: Any) -> Visitor:
+        address = client_address(request, self.proxy_hops) if self.per_address else None
+        return Visitor(getattr(request, "session_hash", None), address)
+
     def admit(self, demo: Any, request: Any) -> str | None:
         """Admit one more event from `request`'s visitor, or say why not (one sentence; the validator refuses the
-        event with it).
-
-        Reads Gradio's queue (its per-group lists of waiting events, and the running ones). Should a Gradio
-        release move them, the lanes stop limiting rather than the page stop working; tests/test_serving.py and
-        tests/test_app_queue.py would then fail.
-        """
-        session = getattr(request, "session_hash", None)
+        event with it)."""
+        visitor = self.visitor(request)
         key = id(getattr(request, "request", request))  # Gradio keeps this very object on the queued event
-        queue = getattr(demo, "_queue", None)
-        group = (getattr(queue, "event_queue_per_concurrency_id", None) or {}).get(self.name)
         with self._lock:
-            waiting = [getattr(e, "session_hash", None) for e in list(getattr(group, "queue", ()))]
-            seen = {id(getattr(e, "request", None)) for e in list(getattr(group, "queue", ()))}
-            seen |= {id(getattr(e, "request", None)) for jobs in list(getattr(queue, "active_jobs", ()) or ())
-                     for e in (jobs or ())}
+            queued, seen = gradio_waiting(demo, self.name)
             now = time.monotonic()
             for old in [k for k, (_, at) in self._admitted.items() if k in seen or now - at > ADMITTED_SECONDS]:
                 del self._admitted[old]
-            waiting += [s for s, _ in self._admitted.values()]
-            if len(waiting) >= self.waiting:
-                return (f"The queue is full ({len(waiting)} {self.what} waiting, the most this server takes). Try "
-                        "again in a few minutes.")
-            mine = sum(1 for s in waiting if session and s == session)
-            if mine >= self.per_visitor:
-                return (f"You already have {mine} {self.what} waiting, the most one visitor may have here; wait for "
-                        "them to finish.")
-            self._admitted[key] = (session, now)
-        return None
+            waiting = [Visitor(getattr(e, "session_hash", None), self._event_address(e)) for e in queued]
+            waiting += [v for v, _ in self._admitted.values()]
+            problem = self._refusal(visitor, waiting)
+            if problem is None:
+                self._admitted[key] = (visitor, now)
+        return problem
 
+    def _event_address(self, event: Any) -> str | None:
+        request = getattr(event, "request", None)
+        return client_address(request, self.proxy_hops) if self.per_address and request is not None else None
+
+    def _refusal(self, visitor: Visitor, waiting: list[Visitor]) -> str | None:
+        if len(waiting) >= self.waiting:
+            return (f"The queue is full ({len(waiting)} {self.what} waiting, the most this server takes). Try "
+                    "again in a few minutes.")
+        mine = _count(waiting, lambda v: visitor.session is not None and v.session == visitor.session)
+        if mine >= self.per_visitor:
+            return (f"You already have {mine} {self.what} waiting, the most one visitor may have here; wait for "
+                    "them to finish.")
+        from_address = _count(waiting, lambda v: visitor.address is not None and v.address == visitor.address)
+        if self.per_address and from_address >= self.per_address:
+            return (f"Your network address already has {from_address} {self.what} waiting, the most one address "
+                    "may have here (people behind one router share it); wait for them to finish.")
+        return None
 
     def validator(self, demo: Any, check: Callable[[dict[str, Any]], list[dict]] | None = None) -> Callable:
         """A Gradio validator (to wrap in the app's named handler: settings by name, extras, then the request):
@@ -86,6 +135,22 @@ class Lane:
             return [gr.validate(False, problem), *verdicts[1:]] if problem else verdicts
 
         return validate
+
+
+def _count(visitors: Iterable[Visitor], match: Callable[[Visitor], bool]) -> int:
+    return sum(1 for v in visitors if match(v))
+
+
+def address_limits() -> dict[str, int]:
+    """The per-address cap's settings for `Lane(..., **address_limits())`: LIPSYNC_QUEUE_PER_ADDRESS (events one
+    address may have waiting in each lane; 0, the default, counts none) and LIPSYNC_PROXY_HOPS (the proxies in
+    front of the server that append to X-Forwarded-For: 1 on Hugging Face Spaces, else 0)."""
+    import os
+
+    from lipsync import env_number
+
+    hops = int(env_number("LIPSYNC_PROXY_HOPS", 1 if os.environ.get("SPACE_ID") else 0))
+    return {"per_address": max(0, int(env_number("LIPSYNC_QUEUE_PER_ADDRESS", 0))), "proxy_hops": max(0, hops)}
 
 
 def queue_size(lanes: list[Lane]) -> int:

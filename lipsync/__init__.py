@@ -38,7 +38,7 @@ _EXPORTS = {
     "available_checkpoints": "weights", "prune_detection_cache": "cache", "CHECKPOINTS": "weights", "DEFAULT_CHECKPOINT": "weights",
     "run_batch": "batch", "load_manifest": "batch_manifest", "BatchReport": "batch_report", "JobResult": "batch_report",
     "Job": "batch_manifest",
-    "Avatar": "avatar", "LiveSession": "live", "LiveFrame": "live", "Progress": "segments",
+    "Avatar": "avatar", "LiveSession": "live", "LiveFrame": "live", "Ended": "live", "read_microphone_piece": "wire", "Progress": "segments",
     "write_live_segment": "segments", "live_hello": "wire", "live_refusal": "wire", "live_frame_message": "wire",
     "live_microphone": "wire",
 }

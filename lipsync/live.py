@@ -18,6 +18,7 @@ slot (one session per worker by default), freed on `close`.
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ MAX_BACKLOG_SECONDS = 30.0  # audio held beyond the look-ahead (a speech synthes
 STARVED_GRACE_SECONDS = 0.1  # how long past its time a frame waits for late audio before it goes out idle
 LATE_SECONDS = 0.15  # a frame whose audio came in this long ago but the model has not started goes out idle
 MAX_LAG_SECONDS = 0.5  # on the wall clock, frames this late are skipped with their audio: the session stays live
+# What one push may hold, checked before any work (resampling and the mel are linear in it): rates a microphone,
+# a browser or a sound file has, at most 8 channels, and no more than the backlog a session keeps anyway.
+MIN_RATE, MAX_RATE = 8_000, 192_000
+MAX_CHANNELS = 8
+MAX_PUSH_SECONDS = MAX_BACKLOG_SECONDS
 
 
 @dataclass(frozen=True)
@@ -208,6 +214,28 @@ def measure_speed(runner: ModelRunner, avatar: Avatar, batch: int, repeats: int 
     return batch * repeats / max(time.perf_counter() - start, 1e-6)
 
 
+def check_push(samples: np.ndarray, sample_rate: object) -> int:
+    """The sample rate of a push as an int, or a LipSyncError saying what is wrong with the push (its rate, its
+    layout or its length): a client declares the rate, and resampling a second of "1 Hz" audio to 16 kHz would
+    take 16000 times the memory it sent."""
+    try:
+        rate = int(sample_rate)  # type: ignore[call-overload]
+        whole = float(sample_rate) == rate  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        rate, whole = 0, False
+    if not whole or not MIN_RATE <= rate <= MAX_RATE:
+        raise LipSyncError(f"Live audio at {sample_rate!r} samples per second cannot be used: send a whole number "
+                           f"of samples per second from {MIN_RATE} to {MAX_RATE} (16000 needs no resampling).")
+    if samples.dtype.kind not in "iuf" or samples.ndim not in (1, 2) or \
+            (samples.ndim == 2 and not 1 <= samples.shape[1] <= MAX_CHANNELS):
+        raise LipSyncError(f"Live audio must be numbers shaped (samples,) or (samples, channels) with 1 to "
+                           f"{MAX_CHANNELS} channels, not {samples.dtype} shaped {samples.shape}.")
+    if len(samples) > MAX_PUSH_SECONDS * rate:
+        raise LipSyncError(f"One push of live audio may hold at most {MAX_PUSH_SECONDS:g} s ({len(samples) / rate:.0f} "
+                           "s were sent): push it in smaller pieces as it plays.")
+    return rate
+
+
 def _resampler(rate: int) -> Callable[[np.ndarray], np.ndarray]:
     """A streaming resampler to 16 kHz (continuous across chunks), or the identity at 16 kHz."""
     if rate == SAMPLE_RATE:
@@ -216,6 +244,14 @@ def _resampler(rate: int) -> Callable[[np.ndarray], np.ndarray]:
 
     stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
     return lambda x: stream.resample_chunk(x)
+
+
+class Ended(enum.Enum):
+    """How a live session ended."""
+
+    CLOSED = "closed"  # by its owner: the page stopped, the tab closed, `close()`
+    TIME_LIMIT = "time limit"  # it ran for `time_limit` seconds
+    READER_STOPPED = "reader stopped"  # its frames were not taken for a while (a transport's decision)
 
 
 class LiveSession:
@@ -230,8 +266,7 @@ class LiveSession:
         self._changed = threading.Condition()
         self._resamplers: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
         self.started = clock()
-        self.closed = False
-        self.reason = ""  # why the session ended, once it has
+        self.ended: Ended | None = None  # how the session ended, once it has (`reason` says it in words)
 
     @property
     def fps(self) -> float:
@@ -245,8 +280,10 @@ class LiveSession:
         return self._clock() - self.started
 
     def push(self, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-        """Add audio: float in [-1, 1] or int16, mono or (samples, channels) (averaged), at any rate."""
+        """Add audio: float in [-1, 1] or integers, mono or (samples, channels) (averaged), at a rate from 8 to
+        192 kHz, at most MAX_PUSH_SECONDS at once. Anything else is refused with a sentence before any work."""
         samples = np.asarray(samples)
+        rate = check_push(samples, sample_rate)
         if samples.dtype.kind in "iu":
             samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max)
         samples = samples.astype(np.float32)
@@ -254,7 +291,7 @@ class LiveSession:
             samples = samples.mean(axis=1, dtype=np.float32)
         with self._changed:
             self._check_open()
-            resample = self._resamplers.setdefault(int(sample_rate), _resampler(int(sample_rate)))
+            resample = self._resamplers.setdefault(rate, _resampler(rate))
             self.sync.push(resample(samples))
             self._changed.notify_all()
 
@@ -279,10 +316,9 @@ class LiveSession:
                 self.sync.skip_to(int(behind * self.fps))
                 index = self.sync.next_frame
                 due = self.started + index / self.fps + LOOKAHEAD_SECONDS + grace
-                while not self.closed and self.sync.ready() == 0 and self._clock() < due and not self._expired():
+                while not self.closed and self.sync.ready() == 0 and self._clock() < due and not self.expired():
                     self._changed.wait(timeout=max(0.0, due - self._clock()))
-                if self.closed or self._expired():
-                    self._end_if_expired()
+                if self.end_if_expired():  # the condition's lock is re-entrant: close() takes it again
                     return
                 if self.sync.ready() == 0:
                     self.sync.fill_silence(self.sync.next_frame)
@@ -294,15 +330,30 @@ class LiveSession:
                     self.sync.late_frames += 1
             yield from self.sync.render(planned)
 
-    def close(self, reason: str = "closed") -> None:
-        """End the session and free its slot (idempotent)."""
+    def close(self, why: Ended = None) -> None:  # type: ignore[assignment]
+        """End the session and free its slot (idempotent; the first ending is the one kept)."""
         with self._changed:
-            if self.closed:
+            if self.ended is not None:
                 return
-            self.closed, self.reason = True, self.reason or reason
+            self.ended = why or Ended.CLOSED
             self._changed.notify_all()
         if self._release is not None:
             self._release()
+
+    @property
+    def closed(self) -> bool:
+        return self.ended is not None
+
+    @property
+    def reason(self) -> str:
+        """Why the session ended, as a person reads it ('' while it runs)."""
+        if self.ended is Ended.TIME_LIMIT:
+            return (f"The live session reached its time limit of {self.time_limit:.0f} s and was ended. Start a new "
+                    "one, or raise the limit (--live_seconds, LIPSYNC_LIVE_SECONDS).")
+        if self.ended is Ended.READER_STOPPED:
+            return ("The live session was ended because its frames were no longer read (the page stopped reading or "
+                    "lost its connection). Start a new one.")
+        return "This live session has ended. Start a new one." if self.ended else ""
 
     def __enter__(self) -> "LiveSession":
         return self
@@ -310,25 +361,20 @@ class LiveSession:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _expired(self) -> bool:
+    def expired(self) -> bool:
+        """Whether the time limit has passed (the session may not have noticed yet: see `end_if_expired`)."""
         return bool(self.time_limit) and self.elapsed() >= self.time_limit
 
-    def _end_if_expired(self) -> None:
-        if self._expired() and not self.closed:
-            self.closed, self.reason = True, self.limit_message()
-            self._changed.notify_all()
-            if self._release is not None:
-                threading.Thread(target=self._release, daemon=True).start()
-
-    def limit_message(self) -> str:
-        return (f"The live session reached its time limit of {self.time_limit:.0f} s and was ended. Start a new "
-                "one, or raise the limit (--live_seconds, LIPSYNC_LIVE_SECONDS).")
+    def end_if_expired(self) -> bool:
+        """End the session if its time limit has passed; whether it has ended, for whatever reason. For a reader
+        that cannot call `frames` (its consumer has stopped): the limit holds whoever drives the session."""
+        if self.expired():
+            self.close(Ended.TIME_LIMIT)
+        return self.closed
 
     def _check_open(self) -> None:
-        self._end_if_expired()
-        if self.closed:
-            raise LipSyncError(self.reason if self.reason.startswith("The live") else "This live session has ended. "
-                               "Start a new one.")
+        if self.end_if_expired():
+            raise LipSyncError(self.reason)
 
 
 class LiveSlots:

@@ -17,12 +17,14 @@ they stay together.
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import cv2
 import numpy as np
 
 from .audio import SAMPLE_RATE
+from .errors import LipSyncError
 from .live import LiveFrame, LiveSession
 
 HEADER = struct.Struct("<IIf")  # index, JPEG bytes, weight
@@ -78,3 +80,73 @@ def read_live_frame(body: bytes) -> tuple[int, float, np.ndarray, np.ndarray]:
 def live_microphone(data: bytes) -> np.ndarray:
     """An uploaded microphone message as float samples (an odd trailing byte is dropped)."""
     return np.frombuffer(data[: len(data) // 2 * 2], "<i2").astype(np.float32) / 32768
+
+
+MAX_PIECE_BYTES = 1 << 20  # a microphone piece of the compatible mode (0.25 s sent at once): far under a MiB
+_WAV_FORMATS = {1: "int", 3: "float", 0xFFFE: "extensible"}
+
+
+def read_microphone_piece(path: str, max_bytes: int = MAX_PIECE_BYTES) -> tuple[np.ndarray, int]:
+    """(samples, rate) of a WAV piece from Gradio's streaming microphone: (n, channels) samples, checked as a push
+    would check them (rate 8-192 kHz, 1-8 channels, length), from a file of at most `max_bytes`.
+
+    Read here rather than by Gradio's decoder, which loads any file of up to the upload limit whole and takes
+    the rate its header declares: one small piece saying 1 Hz would be resampled 16000-fold."""
+    from .live import check_push
+
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise LipSyncError(f"A microphone piece of {size:,} bytes is more than the {max_bytes:,} a live session "
+                           "takes at once: send the microphone in pieces of a second or less.")
+    with open(path, "rb") as f:
+        data = f.read(size)  # within max_bytes, checked above
+    samples, rate = _parse_wav(data)
+    check_push(samples, rate)
+    return samples, rate
+
+
+def _parse_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """The samples (n, channels) and rate of a RIFF/WAVE file held in `data` (PCM 8/16/24/32-bit or float)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise LipSyncError("A microphone piece must be a WAV file (what the page's microphone sends).")
+    fmt, samples, offset = None, None, 12
+    while offset + 8 <= len(data) and samples is None:
+        tag, size = data[offset:offset + 4], struct.unpack_from("<I", data, offset + 4)[0]
+        end = offset + 8 + size
+        if tag == b"data" and not _chunk_follows(data, end):
+            end = len(data)  # a streamed piece's header, written once for the first piece: the samples run to the end
+        body = data[offset + 8: end]
+        if tag == b"fmt " and len(body) >= 16:
+            fmt = struct.unpack_from("<HHIIHH", body)
+            if fmt[0] == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the real format opens the GUID
+                fmt = (struct.unpack_from("<H", body, 24)[0], *fmt[1:])
+        elif tag == b"data" and fmt is not None:
+            samples = _wav_samples(body, fmt)
+        offset += 8 + size + (size & 1)
+    if fmt is None or samples is None:
+        raise LipSyncError("This microphone piece is not a readable WAV file (no format or no samples).")
+    return samples, fmt[2]
+
+
+def _chunk_follows(data: bytes, offset: int) -> bool:
+    """Whether another RIFF chunk (a four-character id and a size) starts exactly at `offset`."""
+    return offset + 8 <= len(data) and all(32 <= c < 127 for c in data[offset:offset + 4])
+
+
+def _wav_samples(body: bytes, fmt: tuple[int, ...]) -> np.ndarray:
+    kind, channels, _, _, _, bits = fmt
+    dtypes = {(1, 8): "u1", (1, 16): "<i2", (1, 32): "<i4", (3, 32): "<f4", (3, 64): "<f8"}
+    if not 1 <= channels <= 64:
+        raise LipSyncError(f"This microphone piece declares {channels} channels; a microphone has 1 to 8.")
+    if (kind, bits) == (1, 24):  # three bytes a sample, widened to int32
+        raw = np.frombuffer(body[: len(body) // (3 * channels) * 3 * channels], np.uint8).reshape(-1, 3)
+        values = (raw[:, 0].astype(np.int32) | raw[:, 1].astype(np.int32) << 8 | raw[:, 2].astype(np.int32) << 16)
+        values = (values << 8).astype(np.int32)
+        return values.reshape(-1, channels)
+    dtype = dtypes.get((kind, bits))
+    if dtype is None:
+        raise LipSyncError(f"This microphone piece is WAV with {bits}-bit samples of format {kind}, which live mode "
+                           "does not read: send 16-bit PCM.")
+    width = np.dtype(dtype).itemsize * channels
+    samples = np.frombuffer(body[: len(body) // width * width], dtype).reshape(-1, channels)
+    return (samples.astype(np.int16) - 128) * 256 if dtype == "u1" else samples

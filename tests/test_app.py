@@ -214,3 +214,23 @@ def test_enhance_choice_is_off_on_a_cpu_with_this_clips_cost_beside_it(app_modul
                                     "audio": str(EXAMPLES / "speech.wav")})
     assert note.startswith("On this CPU enhancing would add about") and "min" in note
     assert "choose a face and audio" in app_module.enhance_cost({"device": "cpu"})
+
+
+def test_a_cancelled_streamed_job_leaves_nothing_behind(app_module, tmp_path):
+    """The visitor stops the page's job (Gradio closes its generator: GeneratorExit at a yield): the job stops and
+    its folder (segments, the partial MP4) is gone at once, not at the next sweep."""
+    import threading
+
+    import media
+
+    speech = media.write_wav(tmp_path / "speech.wav", media.speech_samples(4.0))
+    settings = {"checkpoint_path": app_module.CUSTOM, "device": "cpu", "detector": "haar",
+                "face": str(EXAMPLES / "astronaut.jpg"), "audio": str(speech)}
+    before = set(app_module.app_files.app_dir(app_module.OUTPUT_ROOT).glob("*"))
+    job = app_module.run_job_streamed(settings)
+    next(job)  # the first segment plays: the job is under way
+    folders = set(app_module.app_files.app_dir(app_module.OUTPUT_ROOT).glob("*")) - before
+    assert len(folders) == 1 and any(next(iter(folders)).rglob("*.ts"))
+    job.close()
+    assert not next(iter(folders)).exists()
+    assert not [t for t in threading.enumerate() if t.name == "lipsync-streamed-job"]

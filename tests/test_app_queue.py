@@ -82,3 +82,53 @@ def test_the_api_and_mcp_description_is_made_from_the_settings_own_help():
     helps = {f.name: f.metadata["help"] for f in dataclasses.fields(Options)}
     assert f"pads_bottom: {helps['pads']}" in doc and f"blend: {helps['blend']}." in doc
     assert "up to 500 MB each (LIPSYNC_MAX_UPLOAD)" in doc and "at most 4 MiB" in doc
+
+
+def _from(address: str, session: str, forwarded: str = "") -> SimpleNamespace:
+    """A request from `address` (the connection's peer), with X-Forwarded-For when given."""
+    return SimpleNamespace(session_hash=session, request=object(), client=SimpleNamespace(host=address),
+                           headers={"x-forwarded-for": forwarded} if forwarded else {})
+
+
+def test_a_client_making_a_new_session_per_request_is_capped_by_its_address_when_asked():
+    """The issue's script: a new session for every request filled the job queue (16) alone. Off by default (people
+    behind one NAT share an address); LIPSYNC_QUEUE_PER_ADDRESS turns it on."""
+    plain = app_queue.Lane("lipsync", "jobs", running=1, waiting=16, per_visitor=4)
+    demo = _demo_waiting("lipsync", [])
+    script = [_from("203.0.113.9", f"s{i}") for i in range(16)]  # kept alive, as Gradio keeps queued requests
+    assert all(plain.admit(demo, r) is None for r in script)
+    capped = app_queue.Lane("lipsync", "jobs", running=1, waiting=16, per_visitor=4, per_address=3)
+    verdicts = [capped.admit(demo, r) for r in script[:5]]
+    assert verdicts[:3] == [None] * 3 and all("Your network address already has 3 jobs" in v for v in verdicts[3:])
+    assert capped.admit(demo, _from("198.51.100.7", "other")) is None  # another address still gets its share
+    # what is waiting in Gradio's queue counts too, by the address of its request
+    queued = _demo_waiting("lipsync", [])
+    queued._queue.event_queue_per_concurrency_id["lipsync"].queue = [
+        SimpleNamespace(session_hash=f"q{i}", request=_from("192.0.2.1", f"q{i}")) for i in range(3)]
+    lane = app_queue.Lane("lipsync", "jobs", running=1, waiting=16, per_visitor=4, per_address=3)
+    assert "already has 3 jobs" in lane.admit(queued, _from("192.0.2.1", "new"))
+
+
+def test_behind_proxies_the_address_is_the_one_the_nearest_proxy_saw():
+    """On Spaces the peer is Hugging Face's proxy; each proxy appends what it saw to X-Forwarded-For, and what a
+    client writes there itself (left of it) is never trusted."""
+    spoofed = _from("10.16.3.80", "s", forwarded="1.2.3.4, 203.0.113.9")
+    assert app_queue.client_address(spoofed, proxy_hops=0) == "10.16.3.80"
+    assert app_queue.client_address(spoofed, proxy_hops=1) == "203.0.113.9"
+    assert app_queue.client_address(spoofed, proxy_hops=2) == "1.2.3.4"
+    assert app_queue.client_address(_from("10.0.0.1", "s"), proxy_hops=1) == "10.0.0.1"  # no header: the peer
+    lane = app_queue.Lane("lipsync", "jobs", running=1, waiting=16, per_visitor=4, per_address=1, proxy_hops=1)
+    demo = _demo_waiting("lipsync", [])
+    first, second = (_from("10.16.3.80", "a", forwarded="9.9.9.9, 203.0.113.9"),
+                     _from("10.16.3.81", "b", forwarded="8.8.8.8, 203.0.113.9"))
+    assert lane.admit(demo, first) is None
+    assert "address" in lane.admit(demo, second)
+
+
+def test_the_address_cap_is_read_from_the_environment(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("LIPSYNC_QUEUE_PER_ADDRESS", raising=False)
+    assert app_queue.address_limits() == {"per_address": 0, "proxy_hops": 0}
+    monkeypatch.setenv("LIPSYNC_QUEUE_PER_ADDRESS", "2")
+    monkeypatch.setenv("SPACE_ID", "someone/lipsync")
+    assert app_queue.address_limits() == {"per_address": 2, "proxy_hops": 1}

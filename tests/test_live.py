@@ -237,3 +237,81 @@ def test_a_frame_and_its_sound_cross_the_wire_in_one_message(avatar, runner, spe
     assert index == frame.index and weight == frame.weight and image.shape == frame.image.shape
     assert np.abs(image.astype(int) - frame.image).mean() < 3  # JPEG
     assert np.abs(audio - frame.audio).max() < 1e-4  # 16-bit
+
+
+@pytest.mark.parametrize("rate", [0, 1, 7999, 192001, 16000.5, float("nan"), "fast", None])
+def test_a_push_at_a_rate_no_microphone_has_is_one_sentence_before_any_work(avatar, runner, rate):
+    """A client declares the rate: 8000 samples said to be at 1 Hz would be resampled to 128 million."""
+    session = LiveSession(LiveSync(avatar, runner, fps=25))
+    with pytest.raises(LipSyncError, match="samples per second from 8000 to 192000"):
+        session.push(np.zeros(8000, np.float32), sample_rate=rate)
+    assert session.sync.samples == 0 and not session.closed  # nothing taken, the session goes on
+    session.push(np.zeros(8000, np.int16), sample_rate=8000)  # a second at 8 kHz (the resampler keeps a few)
+    assert session.sync.samples > 14000
+
+
+def test_a_push_longer_than_the_backlog_or_of_odd_layout_is_refused(avatar, runner):
+    session = LiveSession(LiveSync(avatar, runner, fps=25))
+    with pytest.raises(LipSyncError, match="at most 30 s"):
+        session.push(np.zeros(31 * 8000, np.float32), sample_rate=8000)
+    with pytest.raises(LipSyncError, match="1 to 8 channels"):
+        session.push(np.zeros((100, 9), np.float32))
+    with pytest.raises(LipSyncError, match="1 to 8 channels"):
+        session.push(np.zeros((10, 10, 2), np.float32))
+    with pytest.raises(LipSyncError, match="1 to 8 channels"):
+        session.push(np.array(["a", "b"]))
+    session.push(np.zeros((1600, 2), np.int16), sample_rate=16000)  # stereo is fine
+
+
+def _wav_bytes(rate: int, samples: np.ndarray, channels: int = 1, declared_frames: int | None = None) -> bytes:
+    import struct
+
+    data = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    size = len(data) if declared_frames is None else declared_frames * 2 * channels
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * 2 * channels, 2 * channels, 16)
+    return (b"RIFF" + struct.pack("<I", min(36 + size, 2**32 - 1)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data"
+            + struct.pack("<I", size) + data)
+
+
+def test_a_microphone_piece_is_read_within_bounds_whatever_its_header_says(tmp_path):
+    """The compatible mode's pieces (WAV files Gradio received): the issue's 16 KB piece declaring 1 Hz, a header
+    declaring 4 GB of samples, a big file and a file that is not WAV are each one sentence; a real piece reads."""
+    import tracemalloc
+
+    from lipsync.wire import read_microphone_piece
+
+    one_hz = tmp_path / "one_hz.wav"
+    one_hz.write_bytes(_wav_bytes(1, np.zeros(8000, np.float32)))
+    tracemalloc.start()
+    with pytest.raises(LipSyncError, match="1 samples per second"):
+        read_microphone_piece(str(one_hz))
+    assert tracemalloc.get_traced_memory()[1] < 1 << 20  # refused before any work: under a MiB at the peak
+    tracemalloc.stop()
+    liar = tmp_path / "liar.wav"
+    liar.write_bytes(_wav_bytes(48000, media.speech_samples(0.25, rate=48000), declared_frames=2**31 - 100))
+    samples, rate = read_microphone_piece(str(liar))  # what is there is read, not what is declared
+    assert rate == 48000 and samples.shape == (12000, 1)
+    big = tmp_path / "big.wav"
+    big.write_bytes(_wav_bytes(48000, np.zeros(48000 * 11, np.float32)))
+    with pytest.raises(LipSyncError, match="more than the 1,048,576 a live session takes"):
+        read_microphone_piece(str(big))
+    webm = tmp_path / "piece.webm"
+    webm.write_bytes(b"\x1a\x45\xdf\xa3" + bytes(100))
+    with pytest.raises(LipSyncError, match="must be a WAV file"):
+        read_microphone_piece(str(webm))
+    stereo = tmp_path / "stereo.wav"
+    media.write_wav(stereo, media.speech_samples(0.25, rate=44100), rate=44100, channels=2)
+    samples, rate = read_microphone_piece(str(stereo))
+    assert rate == 44100 and samples.shape == (11025, 2) and samples.dtype == np.int16
+
+
+def test_a_streamed_microphone_piece_with_its_first_pieces_header_is_read_whole(tmp_path):
+    """Gradio's page sends every piece with the header of the first (its declared length is that piece's)."""
+    from lipsync.wire import read_microphone_piece
+
+    first = _wav_bytes(48000, media.speech_samples(0.25, rate=48000))
+    later = first[:44] + (media.speech_samples(0.5, rate=48000, seed=1) * 32767).astype("<i2").tobytes()
+    piece = tmp_path / "later.wav"
+    piece.write_bytes(later)
+    samples, rate = read_microphone_piece(str(piece))
+    assert rate == 48000 and samples.shape == (24000, 1)

@@ -182,3 +182,247 @@ def test_the_result_plays_in_chromium_before_the_job_ends(app_module, live_serve
         page.get_by_text("without a face").wait_for(timeout=240_000)
         assert page.locator("a[download]").count() >= 1  # the MP4 to download
         browser.close()
+
+
+# --- bounds: one visitor cannot take the server down (reliability round four) ---
+
+
+def test_the_compatible_modes_microphone_pieces_are_read_by_us_within_bounds(app_module, tmp_path):
+    """Gradio's streaming microphone hands over the file as sent (no decoding of a file of any size at the rate
+    its header declares); the issue's 16 KB piece declaring 1 Hz is one sentence and no work."""
+    import tracemalloc
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    demo = app_module.build_app()
+    mics = [b for b in demo.blocks.values() if isinstance(b, gr.Audio) and b.streaming]
+    assert mics and all(m.type == "filepath" and m.format is None for m in mics)
+    pushed = []
+    stub = SimpleNamespace(push=lambda samples, rate: pushed.append((len(samples), rate)))
+    app_module.LIVE.gradio_sessions["visitor"] = {"session": stub, "folder": tmp_path}
+    request = SimpleNamespace(session_hash="visitor")
+    try:
+        one_hz = tmp_path / "one_hz.wav"
+        media.write_wav(one_hz, np.zeros(8000, np.float32), rate=1)
+        tracemalloc.start()
+        with pytest.raises(gr.Error, match="1 samples per second cannot be used"):
+            app_module.LIVE.push(str(one_hz), request)
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20 and not pushed
+        tracemalloc.stop()
+        piece = media.write_wav(tmp_path / "piece.wav", media.speech_samples(0.25, rate=48000), rate=48000)
+        app_module.LIVE.push(str(piece), request)
+        assert pushed == [(12000, 48000)]
+    finally:
+        app_module.LIVE.gradio_sessions.pop("visitor", None)
+
+
+def test_a_stream_whose_reader_stops_taking_frames_ends_and_frees_its_session(app_module, monkeypatch):
+    """The connection takes no frame for READER_STALL_SECONDS: the session ends at once (its slot is free) and
+    the response ends, whatever the client does next."""
+    import asyncio
+
+    import app_live
+
+    monkeypatch.setattr(app_live, "READER_STALL_SECONDS", 0.3)
+    stalled, closed, sent = [], [], []
+
+    async def frames():
+        try:
+            while True:
+                yield b"frame"
+        finally:
+            closed.append(True)
+
+    async def send(message):
+        sent.append(message["type"])
+        if len(sent) > 3:  # the client's buffers are full: nothing more leaves
+            await asyncio.sleep(3600)
+
+    async def receive():  # the client neither reads nor goes away
+        await asyncio.sleep(3600)
+
+    response = app_live._session_response(frames(), lambda: stalled.append(True))
+    asyncio.run(asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send), 5))
+    assert stalled == [True] and closed == [True] and sent[0] == "http.response.start"
+
+
+def test_the_time_limit_holds_while_nobody_takes_the_frames(monkeypatch):
+    """`_produce` blocked on a full hand-over still ends the session at its time limit and frees it."""
+    import queue
+    import threading
+
+    import app_live
+    from lipsync import Ended, LiveSession
+    from lipsync.live import LiveSync
+    from test_live import shade_by_window
+
+    avatar = _small_avatar()
+    released, ended = [], []
+    session = LiveSession(LiveSync(avatar, shade_by_window, fps=25), time_limit=1.0,
+                          release=lambda: released.append(1))
+    handover = queue.Queue(maxsize=1)  # never read: the page stopped reading
+    thread = threading.Thread(target=app_live._produce, args=(session, handover, lambda: ended.append(1)))
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and session.ended is Ended.TIME_LIMIT and released == [1] and ended == [1]
+
+
+def _small_avatar():
+    from lipsync.avatar import Avatar
+    from lipsync.geometry import Box
+
+    frame = np.full((96, 96, 3), 128, np.uint8)
+    return Avatar(frames=(frame,), boxes=(Box.from_tblr(0, 96, 0, 96),), faces=np.zeros((1, 96, 96, 3), np.uint8),
+                  fps=25.0, source="gray.png", detector="fixed box")
+
+
+class PeakRSS:
+    """The process's resident memory sampled every 20 ms on a thread: the rise above where it started, at its peak
+    (the server runs in this process, so this is the server's memory)."""
+
+    def __enter__(self) -> "PeakRSS":
+        import threading
+
+        self.start = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, self._rss())
+
+    @staticmethod
+    def _rss() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    @property
+    def rise_mb(self) -> float:
+        return (self.peak - self.start) / 1e6
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def raw_post(url: str, path: str, total: int, declare: bool = True, piece: int = 1 << 20,
+             pause: float = 0.0) -> tuple[int, float]:
+    """POST `total` zero bytes to `path` (declared in Content-Length, or chunked), `piece` bytes at a time; the
+    server's status (0: it closed the connection) and the seconds it took. Never holds the body in memory."""
+    import http.client
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    started = time.monotonic()
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    conn.putrequest("POST", path)
+    conn.putheader("Content-Length" if declare else "Transfer-Encoding", str(total) if declare else "chunked")
+    conn.endheaders()
+    sent, block = 0, bytes(piece)
+    try:
+        while sent < total:
+            n = min(piece, total - sent)
+            conn.send(block[:n] if declare else b"%x\r\n" % n + block[:n] + b"\r\n")
+            sent += n
+            if pause:
+                time.sleep(pause)
+        if not declare:
+            conn.send(b"0\r\n\r\n")
+    except OSError:  # the server answered and closed before the body was all sent
+        pass
+    try:
+        status = conn.getresponse().status
+    except (OSError, http.client.HTTPException):
+        status = 0
+    conn.close()
+    return status, time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_a_microphone_post_is_checked_before_its_body_is_read(app_module, live_server, monkeypatch):
+    """The issue's attacks on /live/audio: a 300 MB body to a wrong key (+601 MB before), four 100 MB bodies at once
+    (+397 MB), a body past the limit that declares no length, one trickled in. Each refused, the server's memory
+    kept within a few MB of where it was."""
+    import concurrent.futures
+
+    import app_live
+
+    with PeakRSS() as rss:
+        status, seconds = raw_post(live_server, "/live/audio?key=nope", 300 << 20)
+    assert status in (410, 0) and rss.rise_mb < 30, (status, rss.rise_mb)
+    with PeakRSS() as rss, concurrent.futures.ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(lambda _: raw_post(live_server, "/live/audio?key=nope", 100 << 20)[0], range(4)))
+    assert set(statuses) <= {410, 0} and rss.rise_mb < 30, (statuses, rss.rise_mb)
+
+    _, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+    stream = Stream(live_server, ticket)
+    key = json.loads(stream.message()[1])["key"]
+    try:
+        assert raw_post(live_server, f"/live/audio?key={key}", 640)[0] == 204
+        with PeakRSS() as rss:
+            declared = raw_post(live_server, f"/live/audio?key={key}", 300 << 20)
+            undeclared = raw_post(live_server, f"/live/audio?key={key}", 300 << 20, declare=False)
+        assert declared[0] in (413, 0) and undeclared[0] in (413, 0) and rss.rise_mb < 30, (declared, undeclared)
+        monkeypatch.setattr(app_live, "POST_SECONDS", 1.0)
+        trickled = raw_post(live_server, f"/live/audio?key={key}", 20, piece=1, pause=0.2)  # 4 s for 20 bytes
+        assert trickled[0] == 408, trickled  # given up after POST_SECONDS: the body's end never counted
+    finally:
+        stream.close()
+
+
+def _stalled_stream(url: str, ticket: str) -> "socket.socket":
+    """A live stream opened by a client that reads the first message, then never reads again."""
+    import socket
+    from urllib.parse import urlparse
+
+    where = urlparse(url)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # small: the server's sends block soon
+    sock.connect((where.hostname, where.port))
+    sock.sendall(f"GET /live/stream?ticket={ticket} HTTP/1.1\r\nHost: {where.hostname}\r\n\r\n".encode())
+    sock.recv(1024)
+    return sock
+
+
+def _free_again(url: str, ticket: str, within: float) -> float:
+    """Seconds until a new stream on `ticket` gets a session (the live slot is free), or fail after `within`."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        again = Stream(url, ticket)
+        hello = json.loads(again.message()[1])
+        again.close()
+        if "key" in hello:
+            return time.monotonic() - started
+        time.sleep(0.25)
+    raise AssertionError(f"the live slot was still taken after {within} s")
+
+
+@pytest.mark.slow
+def test_a_live_stream_nobody_reads_frees_the_slot_within_seconds(app_module, live_server, monkeypatch):
+    """The issue's unread stream held the only live slot forever, past the time limit. Now the session ends when
+    its frames are not taken (READER_STALL_SECONDS, once the connection's buffers are full), and at its time limit
+    even while unread."""
+    import app_live
+
+    monkeypatch.setattr(app_live, "READER_STALL_SECONDS", 1.0)
+    _, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+    stalled = _stalled_stream(live_server, ticket)
+    try:
+        assert _free_again(live_server, ticket, within=30) < 30
+    finally:
+        stalled.close()
+    monkeypatch.setattr(app_live, "READER_STALL_SECONDS", 600.0)  # only the time limit can end it now
+    monkeypatch.setenv("LIPSYNC_LIVE_SECONDS", "3")
+    _, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+    stalled = _stalled_stream(live_server, ticket)
+    started = time.monotonic()
+    try:
+        _free_again(live_server, ticket, within=10)
+        assert time.monotonic() - started < 3 + 2.5
+    finally:
+        stalled.close()

@@ -105,6 +105,29 @@ def test_one_visitor_cannot_fill_the_queue(site, tmp_path):
     assert probe_media(other.result(timeout=300)[1]).has_video
 
 
+def test_a_script_with_a_new_session_per_request_is_capped_by_address_when_the_owner_asks(checkpoint, tmp_path):
+    """LIPSYNC_QUEUE_PER_ADDRESS=2: five clients (five sessions, one address) send a job each at once; one runs,
+    two wait, the rest are told why. Off by default (test_one_visitor_cannot_fill_the_queue's server)."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import ValidationError
+
+    speech = media.make_speech(tmp_path / "speech.wav", seconds=4.0)
+    env = {"LIPSYNC_QUEUE_PER_ADDRESS": "2", "TMPDIR": str(tmp_path)}
+    with serving(checkpoint, tmp_path / "server.log", tmp_path / "out", env=env) as url:
+        args = dict(face=handle_file(str(ROOT / "examples" / "astronaut.jpg")), audio=handle_file(str(speech)),
+                    device="cpu", detector="haar", api_name="/lipsync")
+        jobs = [Client(url, verbose=False, download_files=str(tmp_path / f"c{i}")).submit(**args) for i in range(5)]
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(job.result(timeout=300))
+            except ValidationError as err:
+                outcomes.append(err)
+    refused = [o for o in outcomes if isinstance(o, ValidationError)]
+    assert len(refused) >= 2 and all("Your network address already has" in str(e) for e in refused), outcomes
+    assert len(refused) < 5  # the address's own share still runs
+
+
 def _blocks(language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), flags=re.M | re.S)
 
