@@ -26,15 +26,13 @@ its code is Apache-2.0 (TencentARC/GFPGAN).
 from __future__ import annotations
 
 import math
-import os
-import pickle
-import zipfile
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .errors import LipSyncError
+from .checkpoints import Layout, layout_of, read_tensors
 
 SIZE = 512  # the restorer's square input and output, in pixels
 STYLE = 512  # style features
@@ -233,42 +231,23 @@ class GFPGAN(nn.Module):
         return self.stylegan_decoder(latent, conditions)
 
 
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """The `params_ema` (else `params`) of a GFPGAN release file, read without running any code in it."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as err:
-        if "GLOBAL" in str(err) or "Unsupported global" in str(err):
-            raise LipSyncError(f"Refused to load '{path}': it holds Python objects or code, not just weights, and "
-                               "loading it could run that code. Use the official GFPGANv1.4.pth.") from None
-        raise LipSyncError(_damaged(path)) from None
-    except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError, IndexError):
-        raise LipSyncError(_damaged(path)) from None
-    state = data.get("params_ema", data.get("params")) if isinstance(data, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise LipSyncError(f"'{path}' is a PyTorch file but not a GFPGAN release file (no 'params_ema' weights). "
-                           "Use GFPGANv1.4.pth.")
-    return state
+WHAT = "GFPGAN v1.4 (the clean 512x512 network)"
+USE_RELEASE = "Use GFPGANv1.4.pth (GFPGANv1.3.pth has the same layout)."
+DOWNLOAD_AGAIN = "Download GFPGANv1.4.pth again (see weights/README.md)."
 
 
-def _damaged(path: str) -> str:
-    size = os.path.getsize(path) if os.path.exists(path) else 0
-    return (f"'{path}' is not a readable PyTorch file ({size:,} bytes: truncated, damaged or another kind of "
-            "file). Download GFPGANv1.4.pth again (see weights/README.md).")
+def read_weights(path: str, layout: Layout) -> dict[str, np.ndarray]:
+    """The `params_ema` (else `params`) of a GFPGAN release file as float32 arrays, read by lipsync.checkpoints:
+    no code in the file run, every name and shape checked against `layout` before any weight is read."""
+    return read_tensors(path, layout, select=("params_ema", "params"), what=WHAT, hint=USE_RELEASE,
+                        redownload=DOWNLOAD_AGAIN)
 
 
 def load_gfpgan(path: str, device: str = "cpu") -> GFPGAN:
     """GFPGAN v1.4 from its release file, in eval mode on `device`; a file of another network is refused."""
-    state = read_state_dict(path)
     with torch.device("meta"):
-        model = GFPGAN()
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
-    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
-    if missing or wrong or len(state) != len(expected):
-        raise LipSyncError(f"'{path}' is not GFPGAN v1.4 (the clean 512x512 network): {len(missing)} of its "
-                           f"{len(expected)} weights are missing and {len(wrong)} have the wrong shape. Use "
-                           "GFPGANv1.4.pth (GFPGANv1.3.pth has the same layout).")
-    model.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
+        model = GFPGAN()  # no memory: only its names and shapes, until the file's arrays are assigned
+    weights = read_weights(path, layout_of(model))
+    model.load_state_dict({name: torch.from_numpy(array) for name, array in weights.items()}, assign=True)
     model.checkpoint_path = path
     return model.to(device).eval()

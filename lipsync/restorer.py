@@ -8,7 +8,8 @@ about 170 GFLOP a face in its plain convolutions, some 20 times the Wav2Lip gene
 - on a CPU: OpenVINO fp32 (INFERENCE_PRECISION_HINT f32, checked), converted once per
   weights file and cached on disk like the generator's model (lipsync.ovmodels): under
   LIPSYNC_MODEL_CACHE (default ~/.cache/lipsync/models), keyed by the weights' SHA256, the
-  OpenVINO version and FORMAT, written atomically; a fresh conversion is checked against
+  OpenVINO version and FORMAT, written atomically, its files verified against the hashes in
+  its meta.json before use (rebuilt when they differ); a fresh conversion is checked against
   PyTorch on one face. Any OpenVINO failure falls back to PyTorch with the reason in the
   stats; it never stops a job.
 """

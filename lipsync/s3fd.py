@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import CheckpointError, CheckpointRefused, layout_of, read_tensors
 from .errors import LipSyncError
 
 MEANS = (104.0, 117.0, 123.0)  # subtracted from the channel-reversed frame
@@ -121,15 +122,21 @@ class S3FDNet(nn.Module):
         return heads
 
 
+FETCH_AGAIN = "Delete it so that it is downloaded again, or use --detector blazeface or haar."
+
+
 def load_net(path: str | Path, device: str) -> S3FDNet:
-    """The network with the weights of `path` (the published s3fd-619a316812.pth layout), in eval mode."""
+    """The network with the weights of `path` (the published s3fd-619a316812.pth layout), in eval mode. Read by
+    lipsync.checkpoints: no code in the file run, names and shapes checked before any weight is read."""
+    with torch.device("meta"):
+        net = S3FDNet()  # no memory: only its names and shapes, until the file's arrays are assigned
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net = S3FDNet()
-        net.load_state_dict(state)
-    except Exception as err:  # a damaged or foreign file: say which and what to do, not a traceback
-        raise LipSyncError(f"The S3FD weights file {path} could not be loaded ({type(err).__name__}). Delete it so "
-                           "that it is downloaded again, or use --detector blazeface or haar.") from None
+        weights = read_tensors(str(path), layout_of(net), what="the S3FD face detector", hint=FETCH_AGAIN)
+    except CheckpointRefused:
+        raise  # "Refused to load …: it holds Python objects or code …"
+    except CheckpointError as err:  # a damaged or foreign file: say which and what to do, not a traceback
+        raise LipSyncError(f"The S3FD weights file {path} could not be loaded ({err.reason}). {FETCH_AGAIN}") from None
+    net.load_state_dict({name: torch.from_numpy(array) for name, array in weights.items()}, assign=True)
     return net.to(device).eval()
 
 

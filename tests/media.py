@@ -7,6 +7,7 @@ public-domain NASA portrait), panned and zoomed so the face moves with known geo
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import wave
@@ -53,6 +54,18 @@ def make_checkpoint(path: Path, seed: int = 0, legacy_format: bool = True, optim
                   "global_step": 1, "global_epoch": 1}
     torch.save(checkpoint, path, _use_new_zipfile_serialization=not legacy_format)
     return path
+
+
+def overwrite_keeping_mtime(path: Path, content: bytes) -> None:
+    """Overwrite `path` in place (same inode) with `content` of the same size, its mtime put back, as `cp -p` or
+    `rsync -a --inplace` leave a replaced file: only its ctime tells."""
+    before = path.stat()
+    assert len(content) == before.st_size
+    with open(path, "r+b") as f:
+        f.write(content)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
 
 
 def random_s3fd(frames: list[np.ndarray], seed: int = 0, face_logit: tuple[float, float] = (-4.5, 2.0)):

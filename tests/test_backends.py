@@ -5,6 +5,7 @@ the reason in the result."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -135,11 +136,32 @@ def test_cache_is_reused_keyed_and_rebuilt(checkpoint, tmp_path, monkeypatch, mo
     weights = next(entries[0].glob("*.bin"))  # a damaged entry is built again, not trusted
     weights.write_bytes(weights.read_bytes()[: 1000])
     rebuilt = backend.load_openvino(model)
-    assert "damaged" in rebuilt.reason
+    assert "the cached copy did not match its hash (wav2lip.bin)" in rebuilt.reason
     assert not any(p.exists() for p in superseded) and other_version.is_dir()
     other_version.rmdir()
     assert weights.stat().st_size > 100_000_000
     assert backend.load_openvino(model).reason.endswith("cached")
+
+
+@needs_openvino
+def test_a_checkpoint_replaced_with_its_mtime_kept_gives_its_own_frames(checkpoint, tmp_path, monkeypatch):
+    """Issue 28: another checkpoint of the same size copied over the one a model was cached for, its mtime kept
+    (`cp -p`, `rsync -a`), gave the old checkpoint's frames, reported as cached. Now its own, built now."""
+    monkeypatch.setenv("LIPSYNC_MODEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(backend, "import_torch", lambda: None)  # no self-check against PyTorch: not the point here
+    path = tmp_path / "wav2lip_gan.pth"
+    shutil.copyfile(checkpoint, path)
+    mels, faces = backend.example_inputs(2)
+    old = backend.load_openvino(LazyModel(str(path)))(mels, faces)
+    other = media.make_checkpoint(tmp_path / "other.pth", seed=1)
+    media.overwrite_keeping_mtime(path, other.read_bytes())
+    replaced = backend.load_openvino(LazyModel(str(path)))
+    assert "built now" in replaced.reason
+    new = replaced(mels, faces)
+    assert np.abs(new - old).max() > 0.05
+    own = backend.load_openvino(LazyModel(str(other)))  # the other file's own model: the same content, so cached
+    assert own.reason.endswith(", cached")
+    assert np.array_equal(own(mels, faces), new)
 
 
 @needs_openvino

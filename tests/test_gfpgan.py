@@ -95,6 +95,15 @@ def test_release_file_layout_loads_without_running_code(tmp_path, state):
     assert not model.training
 
 
+def test_a_float16_release_file_loads_as_float32(tmp_path, state):
+    """Through the shared reader (lipsync.checkpoints), as torch.load(weights_only=True) read it: half the size."""
+    path = tmp_path / "GFPGANv1.4_fp16.pth"
+    torch.save({"params_ema": {k: v.half() for k, v in state.items()}}, path)
+    model = load_gfpgan(str(path))
+    assert all(v.dtype == torch.float32 and torch.equal(v, state[k].half().float())
+               for k, v in model.state_dict().items())
+
+
 def test_wrong_or_dangerous_files_are_refused_with_one_sentence(tmp_path, state):
     wrong = tmp_path / "wav2lip_as_gfpgan.pth"
     torch.save({"params_ema": {k: v for k, v in list(state.items())[:10]}}, wrong)
@@ -102,7 +111,7 @@ def test_wrong_or_dangerous_files_are_refused_with_one_sentence(tmp_path, state)
         load_gfpgan(str(wrong))
     damaged = tmp_path / "truncated.pth"
     damaged.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(LipSyncError, match="not a readable PyTorch file"):
+    with pytest.raises(LipSyncError, match="not a readable PyTorch checkpoint"):
         load_gfpgan(str(damaged))
 
     marker = tmp_path / "payload_ran"

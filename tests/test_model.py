@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import media
+from lipsync import checkpoints
 from lipsync.errors import LipSyncError
 from lipsync.generator import ModelRunner as Generator
 from lipsync.generator import checkpoint as reader
@@ -76,7 +77,7 @@ def test_optimizer_state_is_skipped_not_read(tmp_path, monkeypatch, legacy):
     path = tmp_path / "trained.pth"
     torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "global_step": 1}, path,
                _use_new_zipfile_serialization=not legacy)
-    kind = reader._LegacyFile if legacy else reader._ZipFile
+    kind = checkpoints._LegacyFile if legacy else checkpoints._ZipFile
     read: list[int] = []
     real_read = kind.read
     monkeypatch.setattr(kind, "read", lambda self, storage: read.append(storage.numel) or real_read(self, storage))

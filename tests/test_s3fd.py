@@ -175,3 +175,25 @@ def test_a_damaged_weights_file_is_one_sentence(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(LipSyncError, match="could not be loaded .* Delete it"):
         load_net(bad, "cpu")
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+def test_weights_load_through_the_shared_reader(net, tmp_path, legacy):
+    """lipsync.checkpoints reads S3FD's file too: float16 and parameter files load (as float32); a file naming
+    other objects is refused as code; another network's file or a stride-0 view is the detector's sentence."""
+    save = {"_use_new_zipfile_serialization": not legacy}
+    half, params = tmp_path / "s3fd_fp16.pth", tmp_path / "s3fd_params.pth"
+    torch.save({k: v.half() for k, v in net.state_dict().items()}, half, **save)
+    torch.save(dict(net.named_parameters()), params, **save)
+    for path, expected in ((half, lambda v: v.half().float()), (params, lambda v: v)):
+        loaded = load_net(path, "cpu").state_dict()
+        assert all(torch.equal(loaded[k], expected(v)) for k, v in net.state_dict().items()), path.name
+    evil = tmp_path / "s3fd_with_an_object.pth"
+    torch.save({**net.state_dict(), "model": torch.nn.ReLU()}, evil, **save)
+    with pytest.raises(LipSyncError, match="Refused to load .* holds Python objects or code.* --detector blazeface"):
+        load_net(evil, "cpu")
+    foreign = tmp_path / "stride0.pth"
+    torch.save({"w": torch.zeros(1).expand(1 << 28)}, foreign, **save)
+    with pytest.raises(LipSyncError, match=r"could not be loaded \(not the S3FD face detector: \d+ of its \d+ "
+                                           r"weights are missing.*\)\. Delete it"):
+        load_net(foreign, "cpu")

@@ -1,7 +1,7 @@
 """Running the Wav2Lip generator: everything between face crops + mel windows and generated faces.
 
     layout.py           the architecture as data, read by both builders and the checkpoint check
-    checkpoint.py       reading a .pth (zip or legacy format) into numpy without torch, never running code
+    checkpoint.py       the generator's checkpoint, read by lipsync.checkpoints and checked against the layout
     network.py          the PyTorch module built from the layout; load_model (imports torch)
     graph.py            the OpenVINO graph built from the numpy weights (batch norm folded; no torch)
     lazy.py             LazyModel: one checkpoint on one device, loaded only as far as a backend needs

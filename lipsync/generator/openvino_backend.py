@@ -4,9 +4,10 @@
   converted from the PyTorch module: the same model for an install with or without torch,
   within float rounding of eager PyTorch (1.2e-7 on the [0, 1] output, as the torch
   conversion gave), in about a second instead of the conversion's tracing.
-- It is cached on disk by lipsync.ovmodels: keyed by the checkpoint's SHA256, the
-  OpenVINO version and FORMAT; a CPU job on a cached model reads neither the checkpoint
-  nor torch.
+- It is cached on disk by lipsync.ovmodels: keyed by the checkpoint's SHA256 (remembered
+  per path, size, mtime, inode and ctime: lipsync.files.file_sha256), the OpenVINO version
+  and FORMAT, its files verified against the hashes in its meta.json; a CPU job on a cached
+  model reads neither the checkpoint nor torch.
 - A freshly built model is compared with eager PyTorch when torch is importable (the
   self-check; a difference over SELF_CHECK_TOLERANCE removes the entry and PyTorch runs
   the job); without torch it is used as built, and its label says so.
