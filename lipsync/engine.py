@@ -22,7 +22,8 @@ from .errors import LipSyncError
 from .faces import DetectorChoice, get_detector
 from .generator import LazyModel, backend_for
 from .live import LiveSession, LiveSlots, start_session
-from .options import Options, env_number
+from .environment import LIVE_SESSIONS
+from .options import Options
 from .pipeline import ProgressCallback, run
 from .preview import FacePreview, make_preview, scan_faces
 from .probe import probe_media
@@ -56,7 +57,7 @@ class LipSync:
         backend_for(self.network, self.device)
         warming.join()
         self.allow_download = allow_download
-        self.live_slots = LiveSlots(int(env_number("LIPSYNC_LIVE_SESSIONS", 1)))
+        self.live_slots = LiveSlots(LIVE_SESSIONS.read())
 
     @property
     def model(self) -> Wav2Lip:

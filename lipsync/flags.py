@@ -48,7 +48,7 @@ def _bool_flag(value: str) -> bool:
 def add_setting(parser: argparse.ArgumentParser, name: str, default: Any, meta: dict) -> None:
     """One flag from one declaration: its type, arity and help follow from the default."""
     flag = meta.get("flag") or f"--{name}"
-    help_text = meta["help"] + (f" [${meta['env']}]" if meta.get("env") else "")
+    help_text = meta["help"] + (f" [${meta['env'].name}]" if meta.get("env") else "")
     kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": f"{help_text} (default: "
                               f"{' '.join(map(str, default)) if isinstance(default, tuple) else default})"}
     if meta.get("choices"):

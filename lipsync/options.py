@@ -13,10 +13,11 @@ package they become `Box` objects (lipsync.geometry).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any, Iterator
 
+from . import environment
+from .environment import Variable
 from .errors import LipSyncError
 from .geometry import Box
 
@@ -34,24 +35,12 @@ NO_BOX = (-1, -1, -1, -1)
 FULL_FRAME = (0, -1, 0, -1)
 
 
-def env_number(name: str, default: float) -> float:
-    """A number from the environment, or `default`; a malformed value is a clear error, not a traceback."""
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        return type(default)(_finite(raw))
-    except (ValueError, OverflowError):
-        raise LipSyncError(f"The environment variable {name}={raw!r} is not a finite number. Unset it or give a "
-                           "number.") from None
-
-
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, metavar: Any = None,
-            flag: str | None = None, env: str | None = None, server: float | None = None, cli: bool = True) -> Any:
+            flag: str | None = None, env: Variable | None = None, server: float | None = None, cli: bool = True) -> Any:
     """A dataclass field carrying what the CLI and the app need to offer it.
 
-    `env` names an environment variable that overrides the default; it is read each time
-    an Options is made, so a server or a test can set it late. `server` is a limit's default
+    `env` is the environment variable (lipsync.environment) that overrides the default; it
+    is read each time an Options is made, so a server or a test can set it late. `server` is a limit's default
     in the web app, where visitors share the machine (see `server_limits`); the same variable
     overrides it. `flag` is the CLI spelling when it is not `--<name>`.
     """
@@ -62,7 +51,7 @@ def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, 
     meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag, "env": env, "server": server,
             "cli": cli}
     if env is not None:
-        return field(default_factory=lambda: env_number(env, default), metadata=meta)
+        return field(default_factory=lambda: env.read(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -70,7 +59,7 @@ def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, 
 def server_limits() -> dict[str, float]:
     """The limits of the web app, where visitors share one machine: each setting's `server` default unless its
     environment variable says otherwise. Read here only, so the app and the CLI cannot disagree on a variable."""
-    return {f.name: env_number(f.metadata["env"], f.metadata["server"]) for f in fields(Options)
+    return {f.name: f.metadata["env"].read(f.metadata["server"]) for f in fields(Options)
             if f.metadata.get("server") is not None}
 
 @dataclass(frozen=True)
@@ -138,21 +127,21 @@ class Options:
                                              "40 dB under the clip's loudest), keep the frame's own mouth, "
                                              "cross-faded over 3 frames; the model is skipped there")
     max_seconds: float = setting(1800.0, "refuse audio longer than this many seconds, read from its header before "
-                                         "decoding (0: no limit)", env="LIPSYNC_MAX_SECONDS", server=120.0)
+                                         "decoding (0: no limit)", env=environment.MAX_SECONDS, server=120.0)
     max_side: int = setting(4096, "refuse a video or photo whose longer side exceeds this many pixels, read from "
-                                  "its header before --resize_factor (0: no limit)", env="LIPSYNC_MAX_SIDE")
+                                  "its header before --resize_factor (0: no limit)", env=environment.MAX_SIDE)
     max_fps: float = setting(120.0, "refuse a video of more frames per second than this (0: no limit)",
-                             env="LIPSYNC_MAX_FPS")
+                             env=environment.MAX_FPS)
     max_work: float = setting(0.0, "refuse a job of more than this many megapixel-frames (output frames x "
-                                   "source pixels / 1e6; 0: no limit)", env="LIPSYNC_MAX_WORK",
+                                   "source pixels / 1e6; 0: no limit)", env=environment.MAX_WORK,
                             server=10000.0)  # in the app: 2 min of 1080p at 40 fps
     time_limit: float = setting(0.0, "stop a job that runs longer than this many seconds (0: no limit)",
-                                env="LIPSYNC_TIME_LIMIT", server=900.0)
+                                env=environment.TIME_LIMIT, server=900.0)
     live_fps: float = setting(0.0, "live mode: frames per second; 0 picks the fastest of 25, 20, 12.5 and 10 that "
                                    "the generator holds here with room to spare (timed when the session starts)",
                               cli=False)
     live_seconds: float = setting(300.0, "live mode: a session ends after this many seconds (0: no limit)",
-                                  env="LIPSYNC_LIVE_SECONDS", cli=False)
+                                  env=environment.LIVE_SECONDS, cli=False)
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -202,17 +191,13 @@ class Options:
     @classmethod
     def from_flat(cls, values: dict[str, Any]) -> "Options":
         """Options from a flat mapping, where a rectangle may come as `<name>_top`, `<name>_bottom`, … and a
-        point as `<name>_x`, `<name>_y`.
-
-        What the app's controls give: one number per slider. Keys that are not settings are an error.
-        """
+        point as `<name>_x`, `<name>_y` (`flat_settings`): what the app's controls give, one number per slider.
+        Keys that are not settings are an error."""
         values = dict(values)
         for f in fields(cls):
-            default = f.default if f.default is not MISSING else f.default_factory()
-            parts = [f"{f.name}_{side}" for side in (AXES if isinstance(default, tuple) and len(default) == 2
-                                                     else SIDES)]
-            if any(p in values for p in parts):
-                values[f.name] = tuple(values.pop(p, d) for p, d in zip(parts, default))
+            parts = [s for s in flat_settings((cls,)).values() if s.field == f.name and s.part is not None]
+            if any(p.name in values for p in parts):
+                values[f.name] = tuple(values.pop(p.name, p.default) for p in parts)
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise LipSyncError(f"Unknown setting(s): {', '.join(sorted(unknown))}. Known: "
@@ -220,10 +205,43 @@ class Options:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class FlatSetting:
+    """One setting as the page's controls and the API name it: a rectangle's side (`pads_top`) or a point's axis
+    (`face_point_x`) on its own, everything else as itself."""
+
+    name: str
+    field: str  # the Options (or EngineOptions) field it belongs to
+    part: int | None  # its index in the field's tuple, or None for a whole field
+    default: Any
+    help: str
+
+
+def flat_settings(classes: tuple[type, ...] | None = None) -> dict[str, FlatSetting]:
+    """Every setting of `classes` (default: Options and EngineOptions), flattened, by flat name, in order."""
+    flat: dict[str, FlatSetting] = {}
+    for cls in classes or (Options, EngineOptions):
+        for f in fields(cls):
+            default, help = field_default(f), f.metadata.get("help", "")
+            if not isinstance(default, tuple):
+                flat[f.name] = FlatSetting(f.name, f.name, None, default, help)
+                continue
+            parts, what = (AXES, "coordinate") if len(default) == 2 else (SIDES, "side")
+            for i, part in enumerate(parts):
+                flat[f"{f.name}_{part}"] = FlatSetting(f"{f.name}_{part}", f.name, i, default[i],
+                                                       f"{help} (this parameter: the {part} {what})")
+    return flat
+
+
+def field_default(f: Any) -> Any:
+    """A dataclass field's default, made now when it is a factory (a limit read from the environment)."""
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
 def _normalise(options: Options, f) -> None:
     """Coerce a value to its field's type (the app gives floats for sliders, lists for rectangles)."""
     value = getattr(options, f.name)
-    default = f.default if f.default is not MISSING else f.default_factory()
+    default = field_default(f)
     try:
         if isinstance(default, bool):
             value = bool(value)
@@ -267,4 +285,4 @@ class EngineOptions:
 def declared(cls: type = Options) -> Iterator[tuple[str, Any, dict]]:
     """(name, default, metadata) of each setting, in declaration order: what the CLI and docs are built from."""
     for f in fields(cls):
-        yield f.name, (f.default if f.default is not MISSING else f.default_factory()), dict(f.metadata)
+        yield f.name, field_default(f), dict(f.metadata)

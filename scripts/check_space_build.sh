@@ -26,7 +26,7 @@ for py in "${pythons[@]}"; do
   echo "   installed in $(( $(date +%s) - start )) s; torch $("$work/venv-$version/bin/python" -c 'import torch; print(torch.__version__)')"
   if SPACES_ZERO_GPU=true HF_HUB_OFFLINE=1 PYTHONPATH="tests/stand_ins:." GRADIO_ANALYTICS_ENABLED=False \
       "$work/venv-$version/bin/python" -W error::DeprecationWarning:gradio -c \
-      "import app; demo = app.build_app(); assert app.ZERO_GPU; print('   page built:', len(demo.fns), 'events')"; then
+      "from webapp import AppConfig, WebApp; c = AppConfig.from_environment(); demo = WebApp(c).build(); assert c.zero_gpu; print('   page built:', len(demo.fns), 'events')"; then
     echo "   ok"
   else
     echo "   FAILED"; status=1

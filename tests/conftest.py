@@ -70,6 +70,18 @@ def engine(checkpoint):
     return LipSync(str(checkpoint), device="cpu", allow_download=False)
 
 
+@pytest.fixture(scope="module")
+def web(checkpoint):
+    """One web app server's parts (webapp.WebApp, not served): the random checkpoint is the server's own
+    (LIPSYNC_CHECKPOINT, the page's "custom" choice), its files under the tests' output folder."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LIPSYNC_CHECKPOINT", str(checkpoint))
+    from webapp import AppConfig, WebApp
+
+    yield WebApp(AppConfig.from_environment())
+    mp.undo()
+
+
 @pytest.fixture
 def captured(monkeypatch):
     """Frames handed to the encoder, in order (copies), while the file is still written for real."""

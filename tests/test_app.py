@@ -16,32 +16,19 @@ from lipsync.video import read_frames
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 ARTIFACTS = Path(os.environ.get("LIPSYNC_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
-@pytest.fixture(scope="module")
-def app_module(checkpoint, monkeypatch_module):
-    monkeypatch_module.setenv("LIPSYNC_CHECKPOINT", str(checkpoint))
-    import app
-
-    return app
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-def test_app_builds_with_named_endpoint(app_module):
-    demo = app_module.build_app()
+def test_app_builds_with_named_endpoint(web):
+    demo = web.build()
     config = demo.get_config_file()
     assert any(dep.get("api_name") == "lipsync" for dep in config["dependencies"])
 
 
-def test_readme_names_every_parameter_of_the_lipsync_endpoint(app_module):
+def test_readme_names_every_parameter_of_the_lipsync_endpoint(web):
     """The README's list of /lipsync parameter names is the endpoint's own, in its order (no drift)."""
     import re
 
-    info = app_module.build_app().get_api_info()
+    info = web.build().get_api_info()
     served = [p["parameter_name"] for p in info["named_endpoints"]["/lipsync"]["parameters"]]
     text = (ROOT / "README.md").read_text()
     listed = re.search(r"^The names: (.*?)(?: \(|\.\n)", text, flags=re.M | re.S).group(1)
@@ -49,8 +36,8 @@ def test_readme_names_every_parameter_of_the_lipsync_endpoint(app_module):
 
 
 @pytest.mark.slow
-def test_handler_runs_end_to_end_on_a_photo(app_module):
-    original, result, download, stats, timeline = call_handler(app_module, face=str(EXAMPLES / "astronaut.jpg"),
+def test_handler_runs_end_to_end_on_a_photo(web):
+    original, result, download, stats, timeline = call_handler(web, face=str(EXAMPLES / "astronaut.jpg"),
                                                                audio=str(EXAMPLES / "speech.wav"))
     info = probe_media(result)
     assert info.has_audio and (info.width, info.height) == (512, 512)
@@ -59,28 +46,28 @@ def test_handler_runs_end_to_end_on_a_photo(app_module):
     assert timeline.ndim == 3 and timeline.shape[2] == 3 and timeline.dtype.name == "uint8"  # the face timeline
 
 
-def test_handler_turns_bad_input_into_gr_error(app_module, tmp_path):
+def test_handler_turns_bad_input_into_gr_error(web, tmp_path):
     import gradio as gr
 
     with pytest.raises(gr.Error, match="Upload a face"):
-        call_handler(app_module, audio=str(EXAMPLES / "speech.wav"))
+        call_handler(web, audio=str(EXAMPLES / "speech.wav"))
     silent = tmp_path / "silence.wav"
     import media
     import numpy as np
     media.write_wav(silent, np.zeros(16000, np.float32))
     with pytest.raises(gr.Error, match="silent"):
-        call_handler(app_module, face=str(EXAMPLES / "astronaut.jpg"), audio=str(silent))
+        call_handler(web, face=str(EXAMPLES / "astronaut.jpg"), audio=str(silent))
     # a failed job does not break the next one (0.6 s of speech: the job, not its length, is what is tested)
     short = media.write_wav(tmp_path / "short.wav", media.speech_samples(0.6))
-    _, result, _, _, _ = call_handler(app_module, face=str(EXAMPLES / "astronaut.mp4"), audio=str(short))
+    _, result, _, _, _ = call_handler(web, face=str(EXAMPLES / "astronaut.mp4"), audio=str(short))
     assert len(list(read_frames(probe_media(result)))) > 0
 
 
-def test_preview_draws_the_padded_box(app_module):
+def test_preview_draws_the_padded_box(web):
     settings = {"face": str(EXAMPLES / "astronaut.jpg"), "detector": "haar", "device": "cpu"}
-    image, note, state = app_module.preview(settings, {})
+    image, note, state = web.jobs.preview(settings, {})
     assert image.shape == (512, 512, 3) and "haar" in note
-    again, _, state2 = app_module.preview({**settings, "pads_bottom": 60}, state)
+    again, _, state2 = web.jobs.preview({**settings, "pads_bottom": 60}, state)
     assert state2 is state  # no second detection when only the pads change
     assert (again != image).any()
 
@@ -181,19 +168,19 @@ def _rss_mb() -> float:
 
 
 @pytest.mark.slow
-def test_memory_returns_to_its_baseline_after_each_job(app_module):
+def test_memory_returns_to_its_baseline_after_each_job(web):
     face, audio = str(EXAMPLES / "astronaut.mp4"), str(EXAMPLES / "speech.wav")
-    call_handler(app_module, face=face, audio=audio)  # the first job loads the model and warms the caches
+    call_handler(web, face=face, audio=audio)  # the first job loads the model and warms the caches
     baseline = _rss_mb()
     growth = []
     for _ in range(3):
-        call_handler(app_module, face=face, audio=audio)
+        call_handler(web, face=face, audio=audio)
         growth.append(_rss_mb() - baseline)
     print(f"RSS baseline {baseline:.0f} MB, growth after jobs 2-4: {[round(g) for g in growth]} MB")
     assert max(growth) < 150, growth
 
 
-def test_the_whole_clip_is_scanned_for_faces_before_the_job(app_module, tmp_path):
+def test_the_whole_clip_is_scanned_for_faces_before_the_job(web, tmp_path):
     """Before syncing, the page shows where the face is missing (here: a grey card for frames 8-13)."""
     import media
     from lipsync import face_scan
@@ -201,22 +188,27 @@ def test_the_whole_clip_is_scanned_for_faces_before_the_job(app_module, tmp_path
     clip = media.make_video_with_gap(tmp_path / "gap.mp4", frames=25, gap=range(8, 14))
     found = face_scan(str(clip), __import__("lipsync").Options(detector="haar"))
     assert len(found) == 25 and not any(found[8:14]) and all(found[:6]) and all(found[16:])
-    strip = app_module.scan({"face": str(clip), "detector": "haar", "device": "cpu"})
+    strip = web.jobs.scan({"face": str(clip), "detector": "haar", "device": "cpu"})
     assert strip.ndim == 3 and strip.shape[2] == 3 and len({tuple(c) for c in strip[0]}) >= 2  # green and grey
 
 
-def test_enhance_choice_is_off_on_a_cpu_with_this_clips_cost_beside_it(app_module):
-    config = app_module.build_app().get_config_file()
+def test_enhance_choice_is_off_on_a_cpu_with_this_clips_cost_beside_it(web):
+    config = web.build().get_config_file()
     choice = [c["props"] for c in config["components"] if c.get("props", {}).get("label") == "Enhance the mouth"]
-    assert len(choice) == 1 and choice[0]["value"] == "none"  # this machine has no GPU
-    assert [v for _, v in app_module.ENHANCE_CHOICES] == ["none", "gfpgan"]
-    note = app_module.enhance_cost({"device": "cpu", "face": str(EXAMPLES / "astronaut.mp4"),
+    from lipsync import default_enhance
+    from webapp.page import ENHANCE_CHOICES
+
+    # on where a GPU runs it in milliseconds, off on a CPU (seconds a face): whichever this machine is
+    assert len(choice) == 1 and choice[0]["value"] == default_enhance()
+    assert default_enhance("cpu") == "none"
+    assert [v for _, v in ENHANCE_CHOICES] == ["none", "gfpgan"]
+    note = web.jobs.enhance_cost({"device": "cpu", "face": str(EXAMPLES / "astronaut.mp4"),
                                     "audio": str(EXAMPLES / "speech.wav")})
     assert note.startswith("On this CPU enhancing would add about") and "min" in note
-    assert "choose a face and audio" in app_module.enhance_cost({"device": "cpu"})
+    assert "choose a face and audio" in web.jobs.enhance_cost({"device": "cpu"})
 
 
-def test_a_cancelled_streamed_job_leaves_nothing_behind(app_module, tmp_path):
+def test_a_cancelled_streamed_job_leaves_nothing_behind(web, tmp_path):
     """The visitor stops the page's job (Gradio closes its generator: GeneratorExit at a yield): the job stops and
     its folder (segments, the partial MP4) is gone at once, not at the next sweep."""
     import threading
@@ -224,12 +216,15 @@ def test_a_cancelled_streamed_job_leaves_nothing_behind(app_module, tmp_path):
     import media
 
     speech = media.write_wav(tmp_path / "speech.wav", media.speech_samples(4.0))
-    settings = {"checkpoint_path": app_module.CUSTOM, "device": "cpu", "detector": "haar",
+    from webapp.files import app_dir
+    from webapp.jobs import CUSTOM
+
+    settings = {"checkpoint_path": CUSTOM, "device": "cpu", "detector": "haar",
                 "face": str(EXAMPLES / "astronaut.jpg"), "audio": str(speech)}
-    before = set(app_module.app_files.app_dir(app_module.OUTPUT_ROOT).glob("*"))
-    job = app_module.run_job_streamed(settings)
+    before = set(app_dir(web.config.output_root).glob("*"))
+    job = web.jobs.run_streamed(settings)
     next(job)  # the first segment plays: the job is under way
-    folders = set(app_module.app_files.app_dir(app_module.OUTPUT_ROOT).glob("*")) - before
+    folders = set(app_dir(web.config.output_root).glob("*")) - before
     assert len(folders) == 1 and any(next(iter(folders)).rglob("*.ts"))
     job.close()
     assert not next(iter(folders)).exists()

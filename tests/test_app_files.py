@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-import app_files
-from lipsync import cache
+from webapp import files as app_files
+from lipsync import LipSyncError, cache
 
 HOURS_AGO = time.time() - 3 * 3600
 
@@ -100,15 +100,12 @@ def test_gradio_temp_is_ours_only_when_we_chose_it(tmp_path, monkeypatch):
 
 def test_the_app_sweeps_at_start_up(tmp_path, monkeypatch):
     """What a previous run left (an old job folder) goes as the server starts, before any job; the rest stays."""
-    import app
-
     foreign = _plant(tmp_path)
-    monkeypatch.setattr(app, "OUTPUT_ROOT", tmp_path)
     left = app_files.new_job_dir(tmp_path)
     _age(left)
     stop = threading.Event()
     stop.set()  # one sweep, the one at start-up
-    cleaner = app.start_cleaner(app.build_app(), stop=stop)
+    cleaner = app_files.JobFolders(tmp_path, keep_minutes=60).start_cleaner(set, stop=stop)
     cleaner.join(timeout=60)
     assert not cleaner.is_alive() and not left.exists() and all(p.exists() for p in foreign)
 
@@ -161,5 +158,5 @@ def test_the_pages_file_inputs_download_within_the_limit(tmp_path, monkeypatch):
 def test_upload_sizes_read_as_gradio_reads_them():
     assert app_files.parse_size("500mb") == 500 * 1024 ** 2 and app_files.parse_size("5 MB") == 5 * 1024 ** 2
     assert app_files.parse_size("100") == 100
-    with pytest.raises(ValueError, match="not a size"):
+    with pytest.raises(LipSyncError, match="not a size"):
         app_files.parse_size("lots")

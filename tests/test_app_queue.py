@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-import app_queue
+from webapp import lanes as app_queue
 
 
 def _demo_waiting(lane: str, sessions: list[str]) -> SimpleNamespace:
@@ -25,7 +25,6 @@ def test_a_lane_turns_away_a_visitor_with_enough_waiting_and_everyone_when_full(
     assert lane.admit(demo, _request("b")) is None  # admitted: counted until Gradio queues it
     assert "The queue is full (4 face checks waiting" in lane.admit(demo, _request("c"))
     assert app_queue.Lane("x", "jobs", 1, 4, 2).admit(SimpleNamespace(), _request("a")) is None  # no queue: admit
-    assert app_queue.queue_size([lane, lane]) == 8
 
 
 def test_a_burst_of_simultaneous_requests_is_counted_before_gradio_queues_any():
@@ -44,35 +43,28 @@ def test_a_burst_of_simultaneous_requests_is_counted_before_gradio_queues_any():
     assert lane.admit(demo, _request("a")) is None
 
 
-def test_every_queued_event_of_the_page_waits_in_a_lane_with_its_validator():
+def test_every_queued_event_of_the_page_waits_in_a_lane_with_its_validator(web):
     """Previews, face checks and jobs each have their lane; the two cheap events skip the queue; nothing can be
-    called past the queue (api_open is off in main())."""
-    import app
-    import app_live
-
-    demo = app.build_app()
-    lanes = {lane.name: lane for lane in (app.JOBS, app.PREVIEWS, app.SCANS, app_live.LIVE, app_live.LIVE_AUDIO)}
+    called past the queue (api_open is off in WebApp.serve)."""
+    demo = web.build()
+    lanes = {lane.name: lane for lane in web.lanes.all()}
     # the tab's closing (unload) runs when Gradio sees the page go, outside the queue whatever its flag
     events = [fn for fn in demo.fns.values() if fn.fn is not None and not any(t[1] == "unload" for t in fn.targets)]
     queued = [fn for fn in events if fn.queue]
     assert {fn.concurrency_id for fn in queued} == set(lanes)
     for fn in queued:
         assert fn.validator is not None and fn.concurrency_limit == lanes[fn.concurrency_id].running, fn.name
-    unqueued = {fn.name for fn in events if not fn.queue}
-    # cheap: the click, the reset, an example, the end of a live session (it frees, never waits)
-    assert unqueued == {"pick_face_point", "<lambda>", "load_example", "stop"}
 
 
-def test_the_api_and_mcp_description_is_made_from_the_settings_own_help():
+def test_the_api_and_mcp_description_is_made_from_the_settings_own_help(web):
     """Every parameter of /lipsync (and of the MCP tool) is described by its setting's help, and the size limits
     of files (the upload limit for URLs, the MCP request's 4 MiB for data: URLs) are stated."""
     import dataclasses
     import inspect
 
-    import app
     from lipsync import Options
 
-    demo = app.build_app()
+    demo = web.build()
     job = next(fn for fn in demo.fns.values() if fn.api_name == "lipsync").fn
     doc = job.__doc__
     names = [n for n in inspect.signature(job).parameters if n != "progress"]
@@ -126,9 +118,14 @@ def test_behind_proxies_the_address_is_the_one_the_nearest_proxy_saw():
 
 
 def test_the_address_cap_is_read_from_the_environment(monkeypatch):
+    from webapp import AppConfig
+
     monkeypatch.delenv("SPACE_ID", raising=False)
     monkeypatch.delenv("LIPSYNC_QUEUE_PER_ADDRESS", raising=False)
-    assert app_queue.address_limits() == {"per_address": 0, "proxy_hops": 0}
+    lanes = app_queue.Lanes.for_config(AppConfig.from_environment())
+    assert (lanes.jobs.per_address, lanes.jobs.proxy_hops) == (0, 0)
     monkeypatch.setenv("LIPSYNC_QUEUE_PER_ADDRESS", "2")
     monkeypatch.setenv("SPACE_ID", "someone/lipsync")
-    assert app_queue.address_limits() == {"per_address": 2, "proxy_hops": 1}
+    lanes = app_queue.Lanes.for_config(AppConfig.from_environment())
+    assert all((lane.per_address, lane.proxy_hops) == (2, 1) for lane in (lanes.jobs, lanes.previews, lanes.live))
+    assert lanes.queue_size() == 16 + 32 + 8 + 4 + 64

@@ -1,7 +1,7 @@
 """Bad and awkward inputs, made on the spot, each with the answer it must get, through the CLI and the app.
 
 Every case runs twice: through the command line (`lipsync.__main__.main`, its exit code
-and stderr) and through the web app's handler (`app.lipsync`, its `gr.Error` or result).
+and stderr) and through the web app's job handler (what /lipsync runs: its `gr.Error` or result).
 A failure must be one sentence naming the problem, with no traceback, no output file
 and no temporary file left; a success must be a complete MP4 with picture and sound.
 """
@@ -218,9 +218,9 @@ def _leftovers(folder: Path) -> list[str]:
 
 def _app_leftovers(root: Path) -> list[str]:
     """What the app keeps under its output root: its own folder's entries (app_files)."""
-    import app_files
+    from webapp.files import app_dir
 
-    folder = app_files.app_dir(root)
+    folder = app_dir(root)
     return _leftovers(folder) if folder.is_dir() else []
 
 
@@ -288,22 +288,21 @@ def test_cli_handles_awkward_input(case, corpus, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def app(checkpoint, tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LIPSYNC_CHECKPOINT", str(checkpoint))
-    import app as app_module
+def app(web, tmp_path_factory):
+    """The web app's parts, its results in a folder of their own."""
+    from webapp import WebApp
 
-    mp.setattr(app_module, "OUTPUT_ROOT", tmp_path_factory.mktemp("app_results"))
-    yield app_module
-    mp.undo()
+    return WebApp(web.config.with_changes(output_root=tmp_path_factory.mktemp("app_results")))
 
 
 def _run_app(app, case: Case, corpus, tmp_path, monkeypatch):
+    from webapp import WebApp, jobs
+
     for name, value in case.app_limits.items():
-        monkeypatch.setitem(app.APP_LIMITS, name, value)
-    if case.checkpoint != "checkpoint":  # a fresh engine for this checkpoint, the shared one untouched
-        monkeypatch.setenv("LIPSYNC_CHECKPOINT", _path(corpus, case.checkpoint, tmp_path))
-        monkeypatch.setattr(app, "shared_engine", lambda checkpoint, device: __import__("lipsync").LipSync(
+        monkeypatch.setitem(app.config.limits, name, value)
+    if case.checkpoint != "checkpoint":  # the server's own checkpoint is this one: a fresh engine, the shared one
+        app = WebApp(app.config.with_changes(custom_checkpoint=_path(corpus, case.checkpoint, tmp_path)))  # untouched
+        monkeypatch.setattr(jobs, "shared_engine", lambda checkpoint, device: __import__("lipsync").LipSync(
             checkpoint, device, allow_download=False))
     return call_handler(app, face=_path(corpus, case.face, tmp_path), audio=_path(corpus, case.audio, tmp_path),
                         **case.app)
@@ -313,12 +312,12 @@ def _run_app(app, case: Case, corpus, tmp_path, monkeypatch):
 def test_app_refuses_with_one_clear_sentence(case, app, corpus, tmp_path, monkeypatch):
     import gradio as gr
 
-    before = _app_leftovers(app.OUTPUT_ROOT)
+    before = _app_leftovers(app.config.output_root)
     with pytest.raises(gr.Error) as raised:
         _run_app(app, case, corpus, tmp_path, monkeypatch)
     assert re.search(case.expect, raised.value.message), raised.value.message
     assert "Traceback" not in raised.value.message
-    assert _app_leftovers(app.OUTPUT_ROOT) == before  # the failed job's folder is gone
+    assert _app_leftovers(app.config.output_root) == before  # the failed job's folder is gone
     assert not corpus["payload marker"].exists()
 
 

@@ -194,14 +194,11 @@ def test_work_and_time_limits_stop_a_job_with_a_sentence(attacks, engine, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def app(checkpoint, tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LIPSYNC_CHECKPOINT", str(checkpoint))
-    import app as app_module
+def app(web, tmp_path_factory):
+    """The web app's parts, its results in a folder of their own."""
+    from webapp import WebApp
 
-    mp.setattr(app_module, "OUTPUT_ROOT", tmp_path_factory.mktemp("hardening_results"))
-    yield app_module
-    mp.undo()
+    return WebApp(web.config.with_changes(output_root=tmp_path_factory.mktemp("hardening_results")))
 
 
 def test_a_percent_in_a_photo_name_does_not_hang_the_display_copy(app, attacks):
@@ -228,9 +225,10 @@ def test_the_preview_keeps_a_small_copy_and_applies_the_limits(app, attacks, tmp
 
     big = tmp_path / "big.png"
     cv2.imwrite(str(big), cv2.resize(media.astronaut_bgr(), (2400, 2400)))
-    _, _, state = app.preview({"face": str(big), "detector": "haar", "device": "cpu"}, {})
+    _, _, state = app.jobs.preview({"face": str(big), "detector": "haar", "device": "cpu"}, {})
     assert max(state["preview"].image.shape[:2]) <= 640
-    image, note, state = app.preview({"face": str(attacks["huge png"]), "detector": "haar", "device": "cpu"}, {})
+    image, note, state = app.jobs.preview({"face": str(attacks["huge png"]), "detector": "haar", "device": "cpu"},
+                                          {})
     assert image is None and state == {} and "larger than the limit" in note  # said beside it, nothing kept
 
 
@@ -241,19 +239,18 @@ def test_the_display_copy_of_a_long_original_is_cut_to_the_result(attacks, tmp_p
     assert probe_media(copy).duration == pytest.approx(1.0, abs=0.15)
 
 
-def test_the_cleaner_spares_running_jobs_and_old_face_boxes_go(app, monkeypatch, tmp_path):
-    import app_files
+def test_the_cleaner_spares_running_jobs_and_old_face_boxes_go(monkeypatch, tmp_path):
     from lipsync import cache
+    from webapp.files import JobFolders, new_job_dir
 
-    monkeypatch.setattr(app, "OUTPUT_ROOT", tmp_path / "results")
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "boxes")
-    running, finished = (app_files.new_job_dir(tmp_path / "results") for _ in range(2))
+    folders = JobFolders(tmp_path / "results", keep_minutes=60)
+    running, finished = folders.new(), new_job_dir(tmp_path / "results")
     key = "0123456789abcdef" * 2
     cache.store(key, [None], complete=True)
     old = time.time() - 3 * 3600
     for path in (running, finished, tmp_path / "boxes" / f"{key}.json"):
         os.utime(path, (old, old))
-    monkeypatch.setattr(app, "_active_jobs", {running})
-    app.clean_old_outputs()
+    folders.clean()
     assert running.exists() and not finished.exists()
     assert not (tmp_path / "boxes" / f"{key}.json").exists()

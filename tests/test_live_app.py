@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 import pytest
 
-import app_stream
 import media
 from app_server import free_port
 from lipsync.wire import FRAME, PREFIX, TEXT, read_live_frame
@@ -26,38 +25,29 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 
-@pytest.fixture(scope="module")
-def app_module(checkpoint):
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LIPSYNC_CHECKPOINT", str(checkpoint))
-    import app
-
-    yield app
-    mp.undo()
-
-
-def test_an_avatar_without_a_face_gets_no_ticket(app_module, tmp_path):
+def test_an_avatar_without_a_face_gets_no_ticket(web, tmp_path):
     wall = tmp_path / "wall.png"
     cv2.imwrite(str(wall), np.full((240, 320, 3), 180, np.uint8))
-    note, ticket = app_module.LIVE.ticket(str(wall), 0.0, "fp32")
+    note, ticket = web.live.ticket(str(wall), 0.0, "fp32")
     assert ticket == "" and "No face found" in note
-    note, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+    note, ticket = web.live.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
     assert len(ticket) == 32 and note.startswith("Face found")
 
 
-def test_the_live_page_says_what_a_zero_gpu_visitor_can_do(app_module, monkeypatch):
-    monkeypatch.setattr(app_module.LIVE.host, "zero_gpu", True)
-    config = json.dumps(app_module.build_app().get_config_file(), default=str)
+def test_the_live_page_says_what_a_zero_gpu_visitor_can_do(web):
+    from webapp import WebApp
+
+    config = json.dumps(WebApp(web.config.with_changes(zero_gpu=True)).build().get_config_file(), default=str)
     assert "Live mode does not run on this Space" in config and "plays while it is made" in config
 
 
 @pytest.fixture(scope="module")
-def live_server(app_module):
-    demo = app_module.build_app()
+def live_server(web):
+    demo = web.build()
     demo.queue()
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    app_module.LIVE.mount(demo.app)
+    web.live.mount(demo.app)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 
@@ -86,8 +76,8 @@ def post(url: str, key: str, samples: np.ndarray) -> int:
 
 
 @pytest.mark.slow
-def test_live_over_http_frames_with_their_sound_one_session_at_a_time(app_module, live_server):
-    _, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+def test_live_over_http_frames_with_their_sound_one_session_at_a_time(web, live_server):
+    _, ticket = web.live.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
     first = Stream(live_server, ticket)
     kind, body = first.message()
     hello = json.loads(body)
@@ -131,7 +121,7 @@ def fake_microphone(path: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed")
-def test_the_live_page_in_chromium_with_a_fake_microphone(app_module, live_server, tmp_path):
+def test_the_live_page_in_chromium_with_a_fake_microphone(web, live_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     microphone = fake_microphone(tmp_path / "mic.wav")
@@ -162,10 +152,10 @@ def test_the_live_page_in_chromium_with_a_fake_microphone(app_module, live_serve
 
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed")
-def test_the_result_plays_in_chromium_before_the_job_ends(app_module, live_server, tmp_path):
+def test_the_result_plays_in_chromium_before_the_job_ends(web, live_server, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    if not app_stream.STREAM_RESULT:
+    if not web.config.stream_result:
         pytest.skip("Gradio's streamed video needs ffmpeg and ffprobe on the PATH")
     speech = media.make_speech(tmp_path / "speech.wav", seconds=6.0)
     with sync_playwright() as pw:
@@ -187,7 +177,7 @@ def test_the_result_plays_in_chromium_before_the_job_ends(app_module, live_serve
 # --- bounds: one visitor cannot take the server down (reliability round four) ---
 
 
-def test_the_compatible_modes_microphone_pieces_are_read_by_us_within_bounds(app_module, tmp_path):
+def test_the_compatible_modes_microphone_pieces_are_read_by_us_within_bounds(web, tmp_path):
     """Gradio's streaming microphone hands over the file as sent (no decoding of a file of any size at the rate
     its header declares); the issue's 16 KB piece declaring 1 Hz is one sentence and no work."""
     import tracemalloc
@@ -195,34 +185,34 @@ def test_the_compatible_modes_microphone_pieces_are_read_by_us_within_bounds(app
 
     import gradio as gr
 
-    demo = app_module.build_app()
+    demo = web.build()
     mics = [b for b in demo.blocks.values() if isinstance(b, gr.Audio) and b.streaming]
     assert mics and all(m.type == "filepath" and m.format is None for m in mics)
     pushed = []
     stub = SimpleNamespace(push=lambda samples, rate: pushed.append((len(samples), rate)))
-    app_module.LIVE.gradio_sessions["visitor"] = {"session": stub, "folder": tmp_path}
+    web.live.gradio_sessions["visitor"] = {"session": stub, "folder": tmp_path}
     request = SimpleNamespace(session_hash="visitor")
     try:
         one_hz = tmp_path / "one_hz.wav"
         media.write_wav(one_hz, np.zeros(8000, np.float32), rate=1)
         tracemalloc.start()
         with pytest.raises(gr.Error, match="1 samples per second cannot be used"):
-            app_module.LIVE.push(str(one_hz), request)
+            web.live.push(str(one_hz), request)
         assert tracemalloc.get_traced_memory()[1] < 1 << 20 and not pushed
         tracemalloc.stop()
         piece = media.write_wav(tmp_path / "piece.wav", media.speech_samples(0.25, rate=48000), rate=48000)
-        app_module.LIVE.push(str(piece), request)
+        web.live.push(str(piece), request)
         assert pushed == [(12000, 48000)]
     finally:
-        app_module.LIVE.gradio_sessions.pop("visitor", None)
+        web.live.gradio_sessions.pop("visitor", None)
 
 
-def test_a_stream_whose_reader_stops_taking_frames_ends_and_frees_its_session(app_module, monkeypatch):
+def test_a_stream_whose_reader_stops_taking_frames_ends_and_frees_its_session(web, monkeypatch):
     """The connection takes no frame for READER_STALL_SECONDS: the session ends at once (its slot is free) and
     the response ends, whatever the client does next."""
     import asyncio
 
-    import app_live
+    from webapp import live as app_live
 
     monkeypatch.setattr(app_live, "READER_STALL_SECONDS", 0.3)
     stalled, closed, sent = [], [], []
@@ -252,7 +242,7 @@ def test_the_time_limit_holds_while_nobody_takes_the_frames(monkeypatch):
     import queue
     import threading
 
-    import app_live
+    from webapp import live as app_live
     from lipsync import Ended, LiveSession
     from lipsync.live import LiveSync
     from test_live import shade_by_window
@@ -344,13 +334,13 @@ def raw_post(url: str, path: str, total: int, declare: bool = True, piece: int =
 
 
 @pytest.mark.slow
-def test_a_microphone_post_is_checked_before_its_body_is_read(app_module, live_server, monkeypatch):
+def test_a_microphone_post_is_checked_before_its_body_is_read(web, live_server, monkeypatch):
     """The issue's attacks on /live/audio: a 300 MB body to a wrong key (+601 MB before), four 100 MB bodies at once
     (+397 MB), a body past the limit that declares no length, one trickled in. Each refused, the server's memory
     kept within a few MB of where it was."""
     import concurrent.futures
 
-    import app_live
+    from webapp import live as app_live
 
     with PeakRSS() as rss:
         status, seconds = raw_post(live_server, "/live/audio?key=nope", 300 << 20)
@@ -359,7 +349,7 @@ def test_a_microphone_post_is_checked_before_its_body_is_read(app_module, live_s
         statuses = list(pool.map(lambda _: raw_post(live_server, "/live/audio?key=nope", 100 << 20)[0], range(4)))
     assert set(statuses) <= {410, 0} and rss.rise_mb < 30, (statuses, rss.rise_mb)
 
-    _, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+    _, ticket = web.live.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
     stream = Stream(live_server, ticket)
     key = json.loads(stream.message()[1])["key"]
     try:
@@ -403,14 +393,14 @@ def _free_again(url: str, ticket: str, within: float) -> float:
 
 
 @pytest.mark.slow
-def test_a_live_stream_nobody_reads_frees_the_slot_within_seconds(app_module, live_server, monkeypatch):
+def test_a_live_stream_nobody_reads_frees_the_slot_within_seconds(web, live_server, monkeypatch):
     """The issue's unread stream held the only live slot forever, past the time limit. Now the session ends when
     its frames are not taken (READER_STALL_SECONDS, once the connection's buffers are full), and at its time limit
     even while unread."""
-    import app_live
+    from webapp import live as app_live
 
     monkeypatch.setattr(app_live, "READER_STALL_SECONDS", 1.0)
-    _, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+    _, ticket = web.live.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
     stalled = _stalled_stream(live_server, ticket)
     try:
         assert _free_again(live_server, ticket, within=30) < 30
@@ -418,7 +408,7 @@ def test_a_live_stream_nobody_reads_frees_the_slot_within_seconds(app_module, li
         stalled.close()
     monkeypatch.setattr(app_live, "READER_STALL_SECONDS", 600.0)  # only the time limit can end it now
     monkeypatch.setenv("LIPSYNC_LIVE_SECONDS", "3")
-    _, ticket = app_module.LIVE.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
+    _, ticket = web.live.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
     stalled = _stalled_stream(live_server, ticket)
     started = time.monotonic()
     try:

@@ -104,9 +104,9 @@ def has_gpu() -> bool:
 
 def app_defaults() -> dict:
     """The settings the web app's page starts with, as Options (from its API's parameter defaults)."""
-    import app
+    from webapp import AppConfig, WebApp
 
-    parameters = app.build_app().get_api_info()["named_endpoints"]["/lipsync"]["parameters"]
+    parameters = WebApp(AppConfig.from_environment()).build().get_api_info()["named_endpoints"]["/lipsync"]["parameters"]
     flat = {p["parameter_name"]: p["parameter_default"] for p in parameters
             if p["parameter_name"] not in ("face", "audio", "checkpoint_path", "device")}
     return json.loads(json.dumps(dataclasses.asdict(Options.from_flat(flat))))

@@ -71,9 +71,9 @@ def test_every_opencv_wheel_is_the_same_build():
 
 
 def imported_modules() -> dict[str, set[str]]:
-    """{top-level module: files importing it} for every import in lipsync/ and app*.py, in functions too."""
+    """{top-level module: files importing it} for every import in lipsync/, webapp/ and app.py, in functions too."""
     found: dict[str, set[str]] = {}
-    for path in [*ROOT.glob("app*.py"), *(ROOT / "lipsync").rglob("*.py")]:
+    for path in [ROOT / "app.py", *(ROOT / "lipsync").rglob("*.py"), *(ROOT / "webapp").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
@@ -115,7 +115,7 @@ def test_everything_lipsync_imports_comes_with_the_cpu_set():
     assert not absent, f"not installed here: {absent} (the test environment: pip install -r requirements-dev.txt)"
     missing = {}
     for module, files in imported_modules().items():
-        ours = module == "lipsync" or (ROOT / f"{module}.py").exists()  # the package, the app's own modules
+        ours = module in ("lipsync", "webapp")  # the package and the web app
         if module in sys.stdlib_module_names or ours or module in OPTIONAL:
             continue
         distributions = {canonicalize_name(d) for d in owners.get(module, [])}

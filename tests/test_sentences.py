@@ -65,7 +65,7 @@ def test_a_non_finite_limit_in_the_environment_is_one_sentence(monkeypatch):
 
 def test_the_app_limits_are_read_where_the_settings_are_declared(monkeypatch):
     """One variable, one meaning: LIPSYNC_MAX_SECONDS sets the CLI's limit and the app's, and the app's own
-    defaults (no variable) are declared beside the setting, not in app.py."""
+    defaults (no variable) are declared beside the setting, not in the web app."""
     from lipsync.options import server_limits
 
     for name in ("LIPSYNC_MAX_SECONDS", "LIPSYNC_TIME_LIMIT", "LIPSYNC_MAX_WORK"):
@@ -88,12 +88,10 @@ def test_the_app_limits_are_read_where_the_settings_are_declared(monkeypatch):
     ({"face_point_x": float("-inf"), "face_point_y": 1}, "must be 2 finite numbers"),
     ({"pads_bottom": float("nan")}, "must be 4 finite numbers"),
 ])
-def test_the_preview_answers_odd_boxes_and_points_with_a_sentence(settings, expected):
-    import app
-
+def test_the_preview_answers_odd_boxes_and_points_with_a_sentence(web, settings, expected):
     base = {"face": str(PHOTO), "detector": "haar", "device": "cpu"}
-    _, _, state = app.preview(base, {})  # detected once, then redrawn with the odd values, as the page does
-    image, note, _ = app.preview({**base, **settings}, state)
+    _, _, state = web.jobs.preview(base, {})  # detected once, then redrawn with the odd values, as the page does
+    image, note, _ = web.jobs.preview({**base, **settings}, state)
     assert image is None and note.startswith("**Cannot preview this face:**") and expected in note, note
 
 

@@ -23,19 +23,22 @@ pytestmark = pytest.mark.slow  # each test starts the app in a child process or 
 
 ZERO_GPU_SCRIPT = """
 import json, sys
-import app, spaces
-demo = app.build_app()
+import spaces
+from webapp import AppConfig, WebApp
+from webapp.jobs import CUSTOM
+web = WebApp(AppConfig.from_environment(), spaces)
+demo = web.build()
 job = next(f for f in demo.fns.values() if f.api_name == "lipsync")
 defaults = {n: p.default for n, p in __import__("inspect").signature(job.fn).parameters.items() if n != "progress"}
 names = list(defaults)
 out = {}
 for name, audio in (("short", sys.argv[1]), ("long", sys.argv[2])):
-    values = dict(defaults, face=sys.argv[3], audio=audio, checkpoint_path=app.CUSTOM, detector="haar")
-    out[name + "_problem"] = app.job_problem(values)
+    values = dict(defaults, face=sys.argv[3], audio=audio, checkpoint_path=CUSTOM, detector="haar")
+    out[name + "_problem"] = web.jobs.problem(values)
     if out[name + "_problem"] is None:
         job.fn(*[values[n] for n in names], None)
 out["calls"] = spaces.calls
-out["zero_gpu"] = app.ZERO_GPU
+out["zero_gpu"] = web.config.zero_gpu
 print("RESULT " + json.dumps(out))
 """
 
@@ -103,14 +106,16 @@ def test_the_server_starts_without_warnings(mcp_server):
 
 ZERO_GPU_STREAM_SCRIPT = """
 import inspect, json, sys
-import app, spaces
-demo = app.build_app()
+import spaces
+from webapp import AppConfig, WebApp
+from webapp.jobs import CUSTOM
+demo = WebApp(AppConfig.from_environment(), spaces).build()
 job = next((f for f in demo.fns.values() if f.name == "run_job_streamed"), None)
 if job is None:
     print("RESULT " + json.dumps({"generator": False}))
     sys.exit(0)
 values = {n: p.default for n, p in inspect.signature(job.fn).parameters.items() if n != "progress"}
-values.update(face=sys.argv[2], audio=sys.argv[1], checkpoint_path=app.CUSTOM, detector="haar")
+values.update(face=sys.argv[2], audio=sys.argv[1], checkpoint_path=CUSTOM, detector="haar")
 outputs = list(job.fn(*values.values(), None))
 print("RESULT " + json.dumps({"calls": spaces.calls, "generator": inspect.isgeneratorfunction(job.fn),
                               "segments": [o[1] for o in outputs if isinstance(o[1], str)],

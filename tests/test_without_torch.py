@@ -197,8 +197,8 @@ def test_cpu_install_builds_the_app_and_runs_a_job(checkpoint, face_photo, tmp_p
     script = SAID + f"""
 import contextlib, io, sys
 sys.path.insert(0, {str(ROOT)!r})
-import app
-page = app.build_app()
+from webapp import AppConfig, WebApp
+page = WebApp(AppConfig.from_environment()).build()
 from lipsync.__main__ import main
 from lipsync import restorer
 said_err = io.StringIO()

@@ -54,7 +54,7 @@ def gradio_waiting(demo: Any, group: str) -> tuple[list[Any], set[int]]:
 
     Gradio has no public view of its queue: this reads its internals (`demo._queue`) in this one place. Should a
     Gradio release move them, the lanes stop limiting rather than the page stop working, and
-    tests/test_serving.py::test_one_visitor_cannot_fill_the_queue fails.
+    tests/webapp/test_serving.py::test_one_visitor_cannot_fill_the_queue fails.
     """
     queue = getattr(demo, "_queue", None)
     events = list(getattr((getattr(queue, "event_queue_per_concurrency_id", None) or {}).get(group), "queue", ()))
@@ -141,18 +141,31 @@ def _count(visitors: Iterable[Visitor], match: Callable[[Visitor], bool]) -> int
     return sum(1 for v in visitors if match(v))
 
 
-def address_limits() -> dict[str, int]:
-    """The per-address cap's settings for `Lane(..., **address_limits())`: LIPSYNC_QUEUE_PER_ADDRESS (events one
-    address may have waiting in each lane; 0, the default, counts none) and LIPSYNC_PROXY_HOPS (the proxies in
-    front of the server that append to X-Forwarded-For: 1 on Hugging Face Spaces, else 0)."""
-    import os
+@dataclass(frozen=True)
+class Lanes:
+    """The server's lanes, one per kind of event (made in main() from the config)."""
 
-    from lipsync import env_number
+    jobs: Lane
+    previews: Lane
+    scans: Lane
+    live: Lane
+    live_audio: Lane
 
-    hops = int(env_number("LIPSYNC_PROXY_HOPS", 1 if os.environ.get("SPACE_ID") else 0))
-    return {"per_address": max(0, int(env_number("LIPSYNC_QUEUE_PER_ADDRESS", 0))), "proxy_hops": max(0, hops)}
+    @classmethod
+    def for_config(cls, config: Any) -> "Lanes":
+        address = {"per_address": config.per_address, "proxy_hops": config.proxy_hops}
+        return cls(
+            jobs=Lane("lipsync", "jobs", config.concurrency, config.queue_size, config.per_visitor, **address),
+            previews=Lane("preview", "previews", 2, 32, 4, **address),  # a visitor's page asks for one at a time
+            scans=Lane("scan", "face checks", 1, 8, 1, **address),
+            # one live session per engine: its lane holds the compatible mode's session (the page's own client
+            # opens its stream outside the queue, and the engine's slot refuses a second)
+            live=Lane("live", "live sessions", config.live_sessions, 4, 1, **address),
+            live_audio=Lane("live-audio", "microphone pieces", 8, 64, 16))  # one session's: its lane caps it
 
+    def all(self) -> list[Lane]:
+        return [self.jobs, self.previews, self.scans, self.live, self.live_audio]
 
-def queue_size(lanes: list[Lane]) -> int:
-    """Gradio's own limit on all waiting events: the lanes' limits together (each lane keeps to its own)."""
-    return sum(lane.waiting for lane in lanes)
+    def queue_size(self) -> int:
+        """Gradio's own limit on all waiting events: the lanes' limits together (each lane keeps to its own)."""
+        return sum(lane.waiting for lane in self.all())

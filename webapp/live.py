@@ -1,7 +1,7 @@
 """The web app's Live page: a photo or short clip as an avatar, the visitor's microphone moves its mouth.
 
 Two transports, chosen by measurement (bench/RESULTS.md, #23):
-- the page's own client (ui/live.js): microphone audio up in small POSTs to /live/audio, every frame down with its
+- the page's own client (static/live.js): microphone audio up in small POSTs to /live/audio, every frame down with its
   own sound in one streamed response from /live/stream (lipsync.wire), played on the AudioContext clock. Two plain
   routes on Gradio's server: nothing more to install or run, and they pass the proxies Gradio's event stream passes;
 - the compatible mode, Gradio's own streaming (a streaming microphone, a streamed video of short segments): slower
@@ -16,40 +16,34 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import logging
 import queue
-import shutil
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
 
 import gradio as gr
 import numpy as np
 
-import app_files
-import app_queue
-from lipsync import (Ended, LipSyncError, LiveSession, Options, env_number, face_preview, live_frame_message,
-                     live_hello, live_microphone, live_refusal, read_microphone_piece, write_live_segment)
+from lipsync import (Ended, LipSyncError, LiveSession, Options, face_preview, live_frame_message, live_hello,
+                     live_microphone, live_refusal, read_microphone_piece, write_live_segment)
+
+from .api import positional_validator
+from .config import AppConfig
+from .files import JobFolders
+from .jobs import JobHandlers, user_error
+from .lanes import Lane, Lanes
 
 log = logging.getLogger("lipsync.app")
-ROOT = Path(__file__).resolve().parent
-CHUNK_SECONDS = env_number("LIPSYNC_LIVE_CHUNK", 0.25)  # compatible mode: microphone audio Gradio sends at once
-SEGMENT_SECONDS = env_number("LIPSYNC_LIVE_SEGMENT", 0.5)  # compatible mode: video sent back at once
+STATIC = Path(__file__).resolve().parent / "static"
 SEGMENTS_KEPT = 40  # Gradio reads each segment after it is yielded, on its own time: the older ones go
 STREAM_GRACE = 0.1  # s a frame waits for late microphone audio before it goes out idle
-SESSIONS = int(env_number("LIPSYNC_LIVE_SESSIONS", 1))  # at once on this server (the engine's live slots)
 MAX_POST_BYTES = 2 * 16000  # a second of 16 kHz int16 audio in one post, at most
 POST_SECONDS = 5.0  # a post's body must arrive within this (the page sends 20-40 ms of audio at a time)
 READER_STALL_SECONDS = 3.0  # a frame the page's connection has not taken for this long: the page stopped reading
 RATES = [("Automatic (what this machine holds)", 0.0), ("25 fps", 25.0), ("20 fps", 20.0), ("12.5 fps", 12.5)]
-# One live session per engine: its lane holds the compatible mode's session (its own client opens the stream
-# outside the queue, and the engine's slot refuses a second); microphone pieces have a lane of their own.
-LIVE = app_queue.Lane("live", "live sessions", SESSIONS, 4, 1, **app_queue.address_limits())
-LIVE_AUDIO = app_queue.Lane("live-audio", "microphone pieces", 8, 64, 16)  # one session's: its lane caps it
 ZERO_GPU_NOTE = (
     "**Live mode does not run on this Space.** ZeroGPU lends a GPU for one call of a minute or two, and a live "
     "session holds the model for as long as you speak. What you can do here: the first page, whose result plays "
@@ -62,57 +56,49 @@ TEMPLATE = """<div class="lipsync-live">
 </div>"""
 
 
-@dataclass
-class LiveHost:
-    """What the live page takes from the app: its engine, its options, its error sentences and its folders."""
-
-    engine: Callable[[], Any]  # the server's LipSync engine
-    options: Callable[[dict[str, Any]], Options]  # the page's settings with the server's limits
-    user_error: Callable[[Exception], gr.Error]  # one sentence for the visitor
-    output_root: Path  # where the compatible mode's segments go (app_files' own folder)
-    claim: Callable[[Path], None]  # keep a folder from the cleaner while a session uses it
-    release: Callable[[Path], None]
-    zero_gpu: bool = False
-    ticket_seconds: float = 3600.0  # a ticket (an uploaded avatar) is forgotten after this
-
-
-@dataclass
 class LiveServer:
     """The live page's state: tickets (an avatar with a face, and its settings), running streams by key, and the
-    compatible mode's sessions by Gradio session."""
+    compatible mode's sessions by Gradio session. One per server, made in main()."""
 
-    host: LiveHost
-    tickets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    streams: dict[str, Any] = field(default_factory=dict)
-    gradio_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    pool: concurrent.futures.ThreadPoolExecutor = field(
-        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="lipsync-live"))
+    def __init__(self, config: AppConfig, jobs: JobHandlers, folders: JobFolders, lanes: Lanes) -> None:
+        self.config, self.jobs, self.folders, self.lanes = config, jobs, folders, lanes
+        self.ticket_seconds = config.keep_minutes * 60  # a ticket (an uploaded avatar) is forgotten after this
+        self.tickets: dict[str, dict[str, Any]] = {}
+        self.streams: dict[str, LiveSession] = {}
+        self.gradio_sessions: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="lipsync-live")
+
+    def engine(self) -> Any:
+        """The server's checkpoint on the best device."""
+        return self.jobs.engine({"checkpoint_path": self.jobs.checkpoint_choices()[0]})
 
     def options(self, rate: float, precision: str) -> Options:
-        return self.host.options({"blend": "mouth", "live_fps": rate or 0.0, "precision": precision or "fp32"})
+        return self.jobs.options({"blend": "mouth", "live_fps": rate or 0.0, "precision": precision or "fp32"})
 
-    def avatar_note(self, avatar: str | None) -> str:
-        """Whether the avatar has a face, said as soon as it is uploaded (the session would refuse it anyway)."""
+    def avatar_check(self, avatar: str | None) -> tuple[bool, str]:
+        """Whether the avatar has a face, and the note that says so, as soon as it is uploaded (the session would
+        refuse it anyway)."""
         if not avatar:
-            return ""
+            return False, ""
         try:
             found = face_preview(avatar, Options(), "cpu")
         except LipSyncError as err:
-            return f"**Cannot use this avatar:** {self.host.user_error(err).message}"
+            return False, f"**Cannot use this avatar:** {user_error(err).message}"
         if found.detection is None:
-            return ("**No face found** in this avatar: use a photo or a short clip where one face is clearly "
-                    "visible and frontal.")
-        return f"Face found by {found.detector}. Press Start and allow the microphone: the avatar follows your voice."
+            return False, ("**No face found** in this avatar: use a photo or a short clip where one face is "
+                           "clearly visible and frontal.")
+        return True, (f"Face found by {found.detector}. Press Start and allow the microphone: the avatar follows "
+                      "your voice.")
 
     def ticket(self, avatar: str | None, rate: float, precision: str) -> tuple[str, str]:
         """The note on the avatar, and the ticket the page's client opens the live stream with (empty: none)."""
-        note = self.avatar_note(avatar)
-        if not avatar or not note.startswith("Face found"):
+        usable, note = self.avatar_check(avatar)
+        if not usable:
             return note, ""
         ticket, now = uuid.uuid4().hex, time.time()
         with self.lock:
-            for old in [k for k, v in self.tickets.items() if now - v["made"] > self.host.ticket_seconds]:
+            for old in [k for k, v in self.tickets.items() if now - v["made"] > self.ticket_seconds]:
                 del self.tickets[old]
             self.tickets[ticket] = {"avatar": avatar, "options": self.options(rate, precision), "made": now}
         return note, ticket
@@ -137,9 +123,9 @@ class LiveServer:
             return Response(live_refusal("This page is out of date: reload it and upload the avatar again."),
                             media_type="application/octet-stream")
         try:
-            session = await run_in_threadpool(self.host.engine().live, ticket["avatar"], ticket["options"])
+            session = await run_in_threadpool(self.engine().live, ticket["avatar"], ticket["options"])
         except Exception as err:
-            return Response(live_refusal(self.host.user_error(err).message), media_type="application/octet-stream")
+            return Response(live_refusal(user_error(err).message), media_type="application/octet-stream")
         key = uuid.uuid4().hex
         with self.lock:
             self.streams[key] = session
@@ -213,11 +199,10 @@ class LiveServer:
             raise gr.Error("Upload an avatar first: a photo or a short clip with one face.")
         self.stop(request)  # a session left from before (a second start) ends first
         try:
-            session = self.host.engine().live(avatar, self.options(rate, precision))
+            session = self.engine().live(avatar, self.options(rate, precision))
         except Exception as err:
-            raise self.host.user_error(err) from None
-        folder = app_files.new_job_dir(self.host.output_root)
-        self.host.claim(folder)
+            raise user_error(err) from None
+        folder = self.folders.new()
         with self.lock:
             self.gradio_sessions[request.session_hash or "local"] = {"session": session, "folder": folder}
         try:
@@ -228,8 +213,8 @@ class LiveServer:
     def _segments(self, session: Any, folder: Path) -> Iterator[tuple[Any, str]]:
         sent: list[Path] = []
         batch: list[Any] = []
-        per_segment = max(1, round(SEGMENT_SECONDS * session.fps))
-        for frame in session.frames(grace=CHUNK_SECONDS + 0.25):
+        per_segment = max(1, round(self.config.live_segment_seconds * session.fps))
+        for frame in session.frames(grace=self.config.live_chunk_seconds + 0.25):
             batch.append(frame)
             if len(batch) < per_segment:
                 continue
@@ -269,17 +254,16 @@ class LiveServer:
         if live is None:
             return ""
         live["session"].close()
-        self.host.release(live["folder"])
-        shutil.rmtree(live["folder"], ignore_errors=True)
+        self.folders.discard(live["folder"])
         return "Session ended. Start the microphone again for a new one."
 
-    def build_page(self, demo: gr.Blocks, previews: app_queue.Lane) -> None:
+    def build_page(self, demo: gr.Blocks) -> None:
         """The /live page: an avatar, the microphone, and the avatar speaking back as it is made."""
         with demo.route("Live", "/live"):
             gr.Markdown("# Live\nA photo or a short clip as an avatar; your microphone moves its mouth. The picture "
                         "and your voice come back together: under a second after you speak on a small CPU, "
                         "less on a GPU.")
-            if self.host.zero_gpu:
+            if self.config.zero_gpu:
                 gr.Markdown(ZERO_GPU_NOTE)
                 return
             with gr.Row():
@@ -293,7 +277,7 @@ class LiveServer:
                                               ("bf16 (faster where the CPU has it)", "bf16")],
                                              value="fp32", label="Arithmetic")
                 with gr.Column(scale=1):
-                    client = gr.HTML("", html_template=TEMPLATE, js_on_load=(ROOT / "ui" / "live.js").read_text())
+                    client = gr.HTML("", html_template=TEMPLATE, js_on_load=(STATIC / "live.js").read_text())
             with gr.Accordion("Compatible mode: through Gradio's own streaming, if the view above stays blank "
                               "(about two seconds behind)", open=False):
                 with gr.Row():
@@ -301,26 +285,32 @@ class LiveServer:
                                    format=None)  # the file as sent, read within bounds by `push`
                     output = gr.Video(label="Avatar", streaming=True, autoplay=True, interactive=False)
                 status = gr.Markdown()
-            self._wire(demo, previews, avatar, rate, precision, avatar_note, client, mic, output, status)
+            self._connect(demo, avatar, rate, precision, avatar_note, client, mic, output, status)
         demo.unload(self.unload)
 
     def unload(self, request: gr.Request) -> None:
         """The tab closed: its session ends and everything it held is freed at once."""
         self.stop(request)
 
-    def _wire(self, demo: gr.Blocks, previews: app_queue.Lane, avatar: Any, rate: Any, precision: Any,
-              avatar_note: Any, client: Any, mic: Any, output: Any, status: Any) -> None:
+    def _connect(self, demo: gr.Blocks, avatar: Any, rate: Any, precision: Any, avatar_note: Any, client: Any,
+                 mic: Any, output: Any, status: Any) -> None:
         """The page's events, each queued one in its lane with the lane's validator."""
+        lanes = self.lanes
         gr.on([avatar.change, rate.change, precision.change], self.ticket, [avatar, rate, precision],
-              [avatar_note, client], api_visibility="private", **previews.events(),
-              validator=lane_validator(previews, demo, 3))
+              [avatar_note, client], api_visibility="private", **lanes.previews.events(),
+              validator=_lane_validator(lanes.previews, demo, 3))
         mic.start_recording(self.run, [avatar, rate, precision], [output, status], api_visibility="private",
-                            **LIVE.events(), validator=lane_validator(LIVE, demo, 3))
-        mic.stream(self.push, [mic], None, stream_every=CHUNK_SECONDS, api_visibility="private",
-                   time_limit=int(Options().live_seconds) or None, **LIVE_AUDIO.events(),
-                   validator=lane_validator(LIVE_AUDIO, demo, 1))
+                            **lanes.live.events(), validator=_lane_validator(lanes.live, demo, 3))
+        mic.stream(self.push, [mic], None, stream_every=self.config.live_chunk_seconds, api_visibility="private",
+                   time_limit=int(Options().live_seconds) or None, **lanes.live_audio.events(),
+                   validator=_lane_validator(lanes.live_audio, demo, 1))
         mic.stop_recording(self.stop, None, status, api_visibility="private", queue=False)  # cheap: frees it
         avatar.change(self.stop, None, status, api_visibility="private", queue=False)  # a new avatar: a new session
+
+
+def _lane_validator(lane: Lane, demo: gr.Blocks, inputs: int) -> Callable:
+    """Gradio's validator for an event of `inputs` inputs in `lane` (the lane's own; no setting to check)."""
+    return positional_validator(lane.validator(demo), inputs)
 
 
 def _produce(session: LiveSession, handover: queue.Queue, end: Callable[[], None]) -> None:
@@ -382,16 +372,3 @@ def _session_response(body: AsyncIterator[bytes], stalled: Callable[[], None]) -
                            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-def lane_validator(lane: app_queue.Lane, demo: gr.Blocks, inputs: int) -> Callable:
-    """Gradio's validator for an event of `inputs` inputs in `lane` (the lane's own; no setting to check)."""
-    check = lane.validator(demo)
-
-    def validate(*values: Any) -> list[dict]:
-        *given, request = values
-        return check({f"input{i}": v for i, v in enumerate(given)}, request)
-
-    params = [inspect.Parameter(f"input{i}", inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in range(inputs)]
-    params.append(inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None))
-    validate.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    validate.__annotations__ = {"request": gr.Request}  # Gradio passes it by annotation
-    return validate

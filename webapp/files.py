@@ -17,16 +17,22 @@ and stops at the upload limit.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from lipsync import atomic
+from lipsync import LipSyncError, prune_detection_cache, replacing
 
+from .config import GRADIO_TEMP
+
+log = logging.getLogger("lipsync.app")
+CLEAN_EVERY_S = 600  # how often the app's old files are swept
 APP_FOLDER = "lipsync-app"
 GRADIO_FOLDER = "gradio"
 JOB_MARK = ".lipsync-job"
@@ -47,7 +53,7 @@ def claim_gradio_temp(output_root: Path) -> Path | None:
     Must run before gradio is imported (it reads the variable then). Not ours, so never swept: a GRADIO_TEMP_DIR
     set by the user, or a `gradio/` folder that is already there without our mark.
     """
-    if os.environ.get("GRADIO_TEMP_DIR"):
+    if GRADIO_TEMP.is_set():
         return None
     folder = app_dir(output_root) / GRADIO_FOLDER
     try:
@@ -100,6 +106,69 @@ def sweep(output_root: Path, max_age_s: float, active: Iterable[Path] = (), grad
     return removed
 
 
+class JobFolders:
+    """The app's folders for jobs and live sessions, and its cleaner: a folder in use is never swept.
+
+    Made in main() (webapp.server), one per server: the registry and the thread live here, not on module globals.
+    """
+
+    def __init__(self, output_root: Path, keep_minutes: float, gradio_dir: Path | None = None) -> None:
+        self.output_root = Path(output_root)
+        self.keep_seconds = keep_minutes * 60
+        self.gradio_dir = gradio_dir  # Gradio's temp folder when it is ours to sweep (claim_gradio_temp)
+        self._active: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def new(self) -> Path:
+        """A fresh job folder, claimed: the cleaner spares it until `release`."""
+        with self._lock:
+            folder = new_job_dir(self.output_root)
+            self._active.add(folder)
+        return folder
+
+    def claim(self, folder: Path) -> None:
+        with self._lock:
+            self._active.add(folder)
+
+    def release(self, folder: Path) -> None:
+        with self._lock:
+            self._active.discard(folder)
+
+    def discard(self, folder: Path) -> None:
+        """Release and delete a folder whose work was given up (a failed or cancelled job, an ended session)."""
+        self.release(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def clean(self, kept: Iterable[str] | None = None) -> int:
+        """Delete the app's own files older than the retention (finished jobs' folders; with `kept`, the files
+        Gradio keeps for as long as it runs, Gradio's temp files) and old cached face boxes. Nothing the app did
+        not make is touched."""
+        prune_detection_cache(self.keep_seconds)  # visitors' face boxes go with their results
+        with self._lock:
+            active = set(self._active)
+        return sweep(self.output_root, self.keep_seconds, active, self.gradio_dir if kept is not None else None,
+                     kept or ())
+
+    def start_cleaner(self, kept: Callable[[], set[str]], interval_s: float = CLEAN_EVERY_S,
+                      stop: threading.Event | None = None) -> threading.Thread:
+        """Clean now (what a previous run left) and every `interval_s` seconds until `stop`, so an idle server
+        keeps nothing long. `kept()` names Gradio's files to spare (the examples)."""
+        stop = stop or threading.Event()
+
+        def loop() -> None:
+            while True:
+                try:
+                    self.clean(kept())
+                except OSError:
+                    log.exception("cleaning old results failed")
+                if stop.wait(interval_s):
+                    return
+
+        thread = threading.Thread(target=loop, name="lipsync-cleaner", daemon=True)
+        thread.start()
+        return thread
+
+
 def _listing(folder: Path) -> list[Path]:
     try:
         return list(folder.iterdir())
@@ -142,7 +211,7 @@ def parse_size(text: str | int) -> int:
     match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", str(text))
     unit = (match.group(2) or "B").upper() if match else ""
     if not match or unit not in UNITS:
-        raise ValueError(f"LIPSYNC_MAX_UPLOAD={text!r} is not a size; give e.g. 500mb or 2gb.")
+        raise LipSyncError(f"LIPSYNC_MAX_UPLOAD={text!r} is not a size; give e.g. 500mb or 2gb.")
     return int(match.group(1)) * UNITS[unit]
 
 
@@ -174,7 +243,7 @@ async def capped_download(url: str, cache_dir: str | Path, limit: int, transport
     target = folder / name
     if target.exists():
         return str(target)
-    with atomic.replacing(target) as partial:
+    with replacing(target) as partial:
         for _ in range(MAX_REDIRECTS + 1):
             async with httpx.AsyncClient(transport=transport or await _safe_transport(url, safehttpx)) as client:
                 async with client.stream("GET", url, follow_redirects=False) as response:
