@@ -13,14 +13,13 @@ crop='face' (once for the boxes, once for the crops), so memory never holds the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from ..errors import LipSyncError
-from ..probe import probe_media
+from ..probe import MediaInfo, probe_media
 from .backends import load_syncnet
 from .crops import CROP_SCALE, crop_face, crop_whole, smooth_track
 from .inputs import FPS, expected_frames, face_boxes, frames_at_25, read_pcm16
@@ -66,7 +65,8 @@ class SyncScore:
                 f"LSE-C {self.lse_c:.3f} over {self.frames} frames ({self.backend})")
 
 
-def face_crops(info: Any, boxes: np.ndarray, crop_scale: float = CROP_SCALE) -> Iterator[np.ndarray]:
+def face_crops(info: MediaInfo, boxes: np.ndarray,
+               crop_scale: float = CROP_SCALE) -> Generator[np.ndarray, None, None]:
     """The official 224x224 face crops of the clip at 25 fps, one per box, streamed."""
     track = smooth_track(boxes)
     for index, frame in enumerate(frames_at_25(info)):
@@ -114,12 +114,15 @@ def score_video(video: str, audio: str | None = None, *, weights: str | None = N
         choice = get_detector(detector, resolve_device(device), allow_download=download)
         boxes, missing = face_boxes(info, choice.detector, progress)
         chosen = f"{choice.name} ({choice.reason})"
-        crops: Iterator[np.ndarray] = face_crops(info, boxes)
+        crops: Generator[np.ndarray, None, None] = face_crops(info, boxes)
     else:
         crops = (crop_whole(frame) for frame in frames_at_25(info))
     seconds["detect"] = time.perf_counter() - t
     t = time.perf_counter()
-    offsets, windows = evaluate(crops, pcm, network, vshift, progress, expected_frames(info))
+    try:
+        offsets, windows = evaluate(crops, pcm, network, vshift, progress, expected_frames(info))
+    finally:
+        crops.close()  # stops the decoder when the sound ended first
     seconds["score"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - started
     return SyncScore(offsets.offset, offsets.lse_d, offsets.lse_c, windows, offsets.framewise, offsets.curve, vshift,
