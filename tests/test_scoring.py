@@ -27,7 +27,7 @@ from lipsync.faces import get_detector
 from lipsync.ffmpeg import ffmpeg_exe
 from lipsync.probe import probe_media
 from lipsync.scoring import backends, layout, mfcc, score_video
-from lipsync.scoring import windows as evaluate
+from lipsync.scoring import windows as streamed
 from lipsync.scoring.checkpoint import read_syncnet_weights
 from lipsync.scoring.crops import crop_face, smooth_track
 from lipsync.scoring.distances import medfilt
@@ -139,7 +139,7 @@ def test_files_that_are_not_syncnet_are_refused_in_one_sentence(tmp_path):
 @pytest.mark.parametrize("backend", ["openvino", "pytorch"])
 def test_embeddings_match_the_official_network(nets, reference, backend):
     """Both towers within 1e-5 of the official module's, on real-looking crops and MFCC windows."""
-    lips = evaluate.lip_batch(np.stack(crops_of(9)))  # 5 windows
+    lips = streamed.lip_batch(np.stack(crops_of(9)))  # 5 windows
     cc = audio_batch(mfcc(pcm_of(media.speech_samples(1.0))).T.astype(np.float32), 0, 5)
     got, want = nets[backend](lips, cc), embed_reference(reference, lips, cc)
     for ours, theirs in zip(got, want):
@@ -202,7 +202,7 @@ def test_scores_equal_the_official_evaluate_on_the_same_crops(nets, reference, b
     assert len(fconfm) == window_count(36, len(pcm)) == 31
     gap = np.diff(np.sort(dists.mean(axis=0))[:2])[0]
     assert gap > 1e-4 * minval  # ten times the tolerance on LSE-D: float noise cannot move the offset
-    got, windows = evaluate.evaluate(iter(crops), pcm, nets[backend], vshift=vshift)
+    got, windows = streamed.evaluate(iter(crops), pcm, nets[backend], vshift=vshift)
     assert (windows, got.offset) == (31, offset)
     assert got.lse_d == pytest.approx(minval, rel=1e-5) and got.lse_c == pytest.approx(conf, abs=1e-4)
     np.testing.assert_allclose(got.framewise, fconfm, atol=2e-4)
@@ -214,7 +214,7 @@ def test_video_longer_than_the_sound_is_trimmed_to_the_sound(nets, reference):
     pcm = pcm_of(media.speech_samples(1.0, seed=6))  # 25 frames' worth
     offset, _, minval, fconfm, _ = official.evaluate(reference, crops, pcm, vshift=15)
     read = []
-    got, windows = evaluate.evaluate((read.append(c) or c for c in crops), pcm, nets["pytorch"], vshift=15)
+    got, windows = streamed.evaluate((read.append(c) or c for c in crops), pcm, nets["pytorch"], vshift=15)
     assert windows == len(fconfm) == 20 and len(read) == 25  # frames past the sound are never decoded
     assert (got.offset, got.lse_d) == (offset, pytest.approx(minval, rel=1e-5))
 
@@ -251,7 +251,7 @@ def test_offset_search_finds_a_known_delay(delay):
     shift = 640 * delay
     heard = np.concatenate([np.zeros(shift, np.int16), clean])[:len(clean)] if delay >= 0 else \
         np.concatenate([clean[-shift:], np.zeros(-shift, np.int16)])
-    got, _ = evaluate.evaluate(indexed_frames(100), heard, ShiftedStandIn(clean), vshift=10)
+    got, _ = streamed.evaluate(indexed_frames(100), heard, ShiftedStandIn(clean), vshift=10)
     assert got.offset == -delay
     assert got.lse_d < got.lse_c / 10  # exact matches at that shift but for the frames whose sound is cut off
 
@@ -262,7 +262,7 @@ def test_memory_stays_bounded_on_a_long_clip():
     frames, clean = 3000, pcm_of(media.speech_samples(121.0, seed=8))
     tracemalloc.start()
     try:
-        got, windows = evaluate.evaluate(indexed_frames(frames), clean, ShiftedStandIn(clean, 8), vshift=15)
+        got, windows = streamed.evaluate(indexed_frames(frames), clean, ShiftedStandIn(clean, 8), vshift=15)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -273,9 +273,9 @@ def test_memory_stays_bounded_on_a_long_clip():
 def test_too_short_clips_say_so():
     net = ShiftedStandIn(pcm_of(media.speech_samples(1.0)))
     with pytest.raises(LipSyncError, match="video is too short to score \\(5 frames"):
-        evaluate.evaluate(indexed_frames(5), pcm_of(media.speech_samples(1.0)), net)
+        streamed.evaluate(indexed_frames(5), pcm_of(media.speech_samples(1.0)), net)
     with pytest.raises(LipSyncError, match="sound is too short to score"):
-        evaluate.evaluate(indexed_frames(50), np.zeros(3000, np.int16), net)
+        streamed.evaluate(indexed_frames(50), np.zeros(3000, np.int16), net)
 
 
 # ------------------------------------------------------------------------------------------------ crops and input
@@ -429,7 +429,7 @@ def test_a_download_is_kept_only_when_its_sha256_matches(weights_dir, monkeypatc
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_embeddings_match_the_cpu(syncnet_files, reference):
     net = backends.load_syncnet(str(syncnet_files["legacy"]), "cuda")
-    lips = evaluate.lip_batch(np.stack(crops_of(12)))
+    lips = streamed.lip_batch(np.stack(crops_of(12)))
     cc = audio_batch(mfcc(pcm_of(media.speech_samples(1.0))).T.astype(np.float32), 0, 8)
     for ours, theirs in zip(net(lips, cc), embed_reference(reference, lips, cc)):
         assert np.abs(ours - theirs).max() <= 1e-4 * max(1.0, float(np.abs(theirs).max()))
