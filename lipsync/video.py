@@ -45,17 +45,23 @@ def _truncated(stderr_file) -> bool:
     return b"partial file" in stderr_file.read()
 
 
-def read_frames(info: MediaInfo, max_frames: int = 0, sample_fps: float = 0.0) -> Iterator[np.ndarray]:
+def read_frames(info: MediaInfo, max_frames: int = 0, sample_fps: float = 0.0, rate: float = 0.0
+                ) -> Iterator[np.ndarray]:
     """Stream a video's frames as BGR uint8 arrays, upright, every decoded frame once (at most `max_frames`).
 
     `-fps_mode passthrough` keeps ffmpeg from duplicating or dropping frames of
     variable-frame-rate clips, so the frames are those OpenCV (and the original) reads.
     `sample_fps` instead keeps only that many frames per second (a quick look through a clip).
+    `rate` instead gives exactly that many per second, frames repeated or dropped by time as
+    `ffmpeg -r` does it (what SyncNet's official pipeline converts its clips to 25 fps with).
     """
     width, height = info.width, info.height
     frame_bytes = width * height * 3
     cmd = ffmpeg.command("-v", "error", *ffmpeg.input_args(info.path), "-map", "0:v:0", "-an", "-sn")
-    cmd += ["-vf", f"fps={sample_fps:.4f}"] if sample_fps else ["-fps_mode", "passthrough"]
+    if sample_fps:
+        cmd += ["-vf", f"fps={sample_fps:.4f}"]
+    else:
+        cmd += ["-r", f"{rate:g}"] if rate else ["-fps_mode", "passthrough"]
     if max_frames:
         cmd += ["-frames:v", str(max_frames)]
     cmd += ["-f", "rawvideo", "-pix_fmt", "bgr24", "-"]

@@ -4,6 +4,11 @@ Search order for the Wav2Lip checkpoint: an explicit path, the LIPSYNC_CHECKPOIN
 environment variable, the weights/ folder, then a download into weights/. The authors'
 own links are dead; the files below are byte-identical mirrors on the Hub, pinned by
 repository, file name, size and SHA256.
+
+The optional extras whose authors' links still work (GFPGAN for --enhance, SyncNet for
+the sync scores) are `ReleaseFile`s: $<ENV> names a file of your own (used as is), else
+weights/<name> (SHA256 checked), else a download from that URL, hashed as it streams and
+kept only if the SHA256 matches (`download_release`).
 """
 
 from __future__ import annotations
@@ -145,49 +150,127 @@ GFPGAN_SHA256 = "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5a
 GFPGAN_ENV = "LIPSYNC_GFPGAN"  # a GFPGAN file of your own, used as it is (no checksum)
 
 
-def _restorer_hint(problem: str) -> str:
-    return (f"The face restorer's weights {GFPGAN_FILE} {problem}. Download the file from {GFPGAN_URL} (about "
-            f"332 MB) and put it in the folder '{WEIGHTS_DIR}', or run with --enhance none.")
-
-
 def resolve_restorer(download: bool = True) -> str:
     """The GFPGAN v1.4 file: $LIPSYNC_GFPGAN (as is), else weights/GFPGANv1.4.pth (its SHA256 checked), else a
     download from the GFPGAN release into weights/ (kept only if its SHA256 matches)."""
-    own = os.environ.get(GFPGAN_ENV)
+    return _resolve_release(GFPGAN, download)
+
+
+# SyncNet (joonson/syncnet_python), the lip-sync judge behind the Wav2Lip paper's LSE-D and LSE-C (lipsync.scoring).
+# Its SHA256 is the one about ten public repositories pin; the weights' licence is unstated.
+SYNCNET_URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
+SYNCNET_FILE = "syncnet_v2.model"
+SYNCNET_SHA256 = "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442"
+SYNCNET_SIZE = 54_573_114
+SYNCNET_ENV = "LIPSYNC_SYNCNET"  # a SyncNet file of your own, used as it is (no checksum)
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    """A file pinned at its authors' own URL (not the Hub): what its bytes must be, and how the user replaces it."""
+
+    filename: str
+    url: str
+    sha256: str
+    megabytes: int  # about how big it is, for the messages (the SHA256 is what is checked)
+    env: str  # the variable naming a file of your own, used as it is
+    what: str  # "The face restorer's weights"
+    otherwise: str = ""  # what else the user can do, e.g. ", or run with --enhance none"
+
+    def hint(self, problem: str) -> str:
+        return (f"{self.what} {self.filename} {problem}. Download the file from {self.url} (about {self.megabytes} "
+                f"MB) and put it in the folder '{WEIGHTS_DIR}', or set ${self.env} to it{self.otherwise}.")
+
+
+GFPGAN = ReleaseFile(GFPGAN_FILE, GFPGAN_URL, GFPGAN_SHA256, 332, GFPGAN_ENV, "The face restorer's weights",
+                     ", or run with --enhance none")
+SYNCNET = ReleaseFile(SYNCNET_FILE, SYNCNET_URL, SYNCNET_SHA256, round(SYNCNET_SIZE / 1e6), SYNCNET_ENV,
+                      "The SyncNet weights that score lip sync")
+
+
+def resolve_syncnet(spec: str | None = None, download: bool = True) -> str:
+    """The syncnet_v2.model to load: `spec` (a path, used as is), else $LIPSYNC_SYNCNET (as is), else
+    weights/syncnet_v2.model (its SHA256 checked), else a download from the authors' URL into weights/ (kept only
+    if its SHA256 matches)."""
+    if spec:
+        if not os.path.isfile(spec):
+            raise LipSyncError(f"The SyncNet weights '{spec}' do not exist. Give the path of syncnet_v2.model, or "
+                               f"leave it out to use the one in '{WEIGHTS_DIR}'.")
+        return spec
+    return _resolve_release(SYNCNET, download)
+
+
+def _downloads_off(download: bool) -> bool:
+    return not download or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+
+
+def _resolve_release(pinned: ReleaseFile, download: bool) -> str:
+    own = os.environ.get(pinned.env)
     if own:
         if not os.path.isfile(own):
-            raise LipSyncError(f"${GFPGAN_ENV} names '{own}', which is not a file. Fix or unset it.")
+            raise LipSyncError(f"${pinned.env} names '{own}', which is not a file. Fix or unset it.")
         return own
-    local = WEIGHTS_DIR / GFPGAN_FILE
+    local = WEIGHTS_DIR / pinned.filename
     if local.is_file():
         from .files import cache_root, checkpoint_sha256
 
-        if checkpoint_sha256(local, cache_root()) != GFPGAN_SHA256:
-            raise LipSyncError(_restorer_hint("in weights/ does not match its SHA256 (a damaged or partial "
-                                              "download, or another file under its name): delete it and download "
-                                              "it again"))
+        if checkpoint_sha256(local, cache_root()) != pinned.sha256:
+            raise LipSyncError(pinned.hint("in weights/ does not match its SHA256 (a damaged or partial download, "
+                                           "or another file under its name): delete it and download it again"))
         return str(local)
-    if not download or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        raise LipSyncError(_restorer_hint("is not in the weights/ folder and downloads are off"))
-    return str(_download_release(local))
+    if _downloads_off(download):
+        raise LipSyncError(pinned.hint("is not in the weights/ folder and downloads are off"))
+    return str(download_release(pinned, local))
 
 
-def _download_release(target: Path) -> Path:
-    """Fetch the GFPGAN release file into `target`, hashing as it streams; nothing is kept unless it matches."""
+def download_release(pinned: ReleaseFile, target: Path) -> Path:
+    """Fetch a pinned release file into `target`, hashing as it streams, with a progress line; nothing is kept
+    under `target` unless its SHA256 matches."""
     import hashlib
     import urllib.request
 
-    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
-    log.warning("Downloading %s (about 332 MB) from the GFPGAN release on GitHub ...", GFPGAN_FILE)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.warning("Downloading %s (about %d MB) from %s ...", pinned.filename, pinned.megabytes, pinned.url)
     digest = hashlib.sha256()
+    progress = _ProgressLine(pinned.filename, pinned.megabytes * 1_000_000)
     try:
         with atomic.replacing(target) as partial, open(partial, "wb") as out, \
-                urllib.request.urlopen(GFPGAN_URL, timeout=60) as response:
+                urllib.request.urlopen(pinned.url, timeout=60) as response:
             for chunk in iter(lambda: response.read(1 << 20), b""):
                 digest.update(chunk)
                 out.write(chunk)
-            if digest.hexdigest() != GFPGAN_SHA256:
-                raise LipSyncError(_restorer_hint("was downloaded but its SHA256 does not match (damaged download)"))
+                progress.update(len(chunk))
+            progress.close()
+            if digest.hexdigest() != pinned.sha256:
+                raise LipSyncError(pinned.hint("was downloaded but its SHA256 does not match (damaged download)"))
         return target
     except OSError as err:  # network, DNS, disk: all mean the same thing to the user
-        raise LipSyncError(_restorer_hint(f"could not be downloaded ({type(err).__name__})")) from None
+        progress.close()
+        raise LipSyncError(pinned.hint(f"could not be downloaded ({type(err).__name__})")) from None
+
+
+class _ProgressLine:
+    """'Downloading NAME: 12 / 55 MB' rewritten in place on a terminal; on anything else one log line per quarter."""
+
+    def __init__(self, name: str, size: int) -> None:
+        import sys
+
+        self.name, self.size, self.done, self.logged = name, size, 0, 0
+        self.stream = sys.stderr
+        self.terminal = bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+    def update(self, count: int) -> None:
+        self.done += count
+        text = f"Downloading {self.name}: {self.done / 1e6:.0f} of about {self.size / 1e6:.0f} MB"
+        if self.terminal:
+            self.stream.write("\r" + text)
+            self.stream.flush()
+        elif min(4, self.done * 4 // self.size) > self.logged:
+            self.logged = min(4, self.done * 4 // self.size)
+            log.info(text)
+
+    def close(self) -> None:
+        if self.terminal and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.done = 0

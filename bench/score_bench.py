@@ -1,0 +1,169 @@
+"""What a SyncNet sync score costs on this machine: seconds per second of video, and peak memory, on a long clip.
+
+    python bench/score_bench.py                       # 60 s of 1080p at 25 fps, crop='face', OpenVINO fp32
+    python bench/score_bench.py --seconds 10 --size 640x360 --crop none
+
+SyncNet runs with random weights in the release layout (the cost does not depend on the
+values; no download), built into the OpenVINO graph directly. The clip (the astronaut
+panned and zoomed, with speech-like sound) is made once into --workdir. Reported:
+- the whole score_video call (probe, sound, face boxes, crops, SyncNet, offset search), split
+  into its stages, and per second of video;
+- SyncNet alone on batches of 20 windows (windows per second: one window per video frame);
+- the process's peak resident memory during the call (the kernel's high-water mark, reset
+  just before it), against what holding the clip's frames would take.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]
+
+import numpy as np  # noqa: E402
+
+from lipsync.devices import cpu_threads  # noqa: E402
+from lipsync.scoring import layout, score_video  # noqa: E402
+from lipsync.scoring.backends import OpenVINOSyncNet, example_inputs  # noqa: E402
+from lipsync.scoring.graph import build_graph  # noqa: E402
+
+
+def random_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    """Weights in the release layout, scaled so activations stay of order one (values do not change the cost)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, shape in layout.state_dict_shapes().items():
+        if name.endswith(layout.COUNTER):
+            out[name] = np.zeros(shape, np.int64)
+        elif name.endswith("running_var"):
+            out[name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        elif len(shape) > 1:
+            out[name] = (rng.normal(size=shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+        else:
+            out[name] = rng.uniform(0.5, 1.5, shape).astype(np.float32) if name.endswith("weight") else \
+                rng.normal(0, 0.05, shape).astype(np.float32)
+    return out
+
+
+def cpu_facts() -> tuple[str, str]:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor(), "unknown"
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    return model, "yes" if "avx512f" in flags.split() else "no"
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def reset_peak() -> bool:
+    """Reset the kernel's resident high-water mark for this process (Linux), so the next peak is the call's own."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def vm_hwm_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return peak_rss_mb()
+
+
+def make_clip(path: Path, seconds: float, size: tuple[int, int], fps: int) -> Path:
+    """The test clip, made once in a child process (tests/media.py imports torch, which this process never loads,
+    so the memory measured is the scorer's)."""
+    if path.is_file():
+        return path
+    partial = path.with_suffix(".partial.mp4")  # an interrupted run leaves no clip to be reused half-made
+    script = f"""
+import sys
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
+from pathlib import Path
+import media
+speech = media.write_wav(Path({str(path.with_suffix(".wav"))!r}), media.speech_samples({seconds}, seed=3))
+media.write_video(Path({str(partial)!r}), media.pan_zoom_frames({int(seconds * fps)}, size={size!r}), {fps}, {size!r},
+                  audio=speech, extra=["-c:v", "libx264", "-preset", "ultrafast", "-crf", "23", "-pix_fmt", "yuv420p"])
+"""
+    subprocess.run([sys.executable, "-c", script], check=True)
+    return partial.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--size", default="1920x1080")
+    parser.add_argument("--fps", type=int, default=25)
+    parser.add_argument("--crop", default="face", choices=("face", "none"))
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--batch", type=int, default=20)
+    parser.add_argument("--workdir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "lipsync-score-bench"))
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    threads = args.threads or cpu_threads()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    t = time.perf_counter()
+    clip = make_clip(work / f"clip_{args.seconds:g}s_{width}x{height}_{args.fps}.mp4", args.seconds, (width, height),
+                     args.fps)
+    made_s = time.perf_counter() - t
+
+    import openvino as ov
+
+    t = time.perf_counter()
+    core = ov.Core()
+    net = OpenVINOSyncNet(build_graph(random_weights()), core, threads, args.batch)
+    net.request(args.batch)
+    net.reason = f"OpenVINO {ov.__version__.split('-')[0]} fp32, {threads} threads, random weights"
+    build_s = time.perf_counter() - t
+    lips, cc = example_inputs(args.batch)
+    net(lips, cc)  # warm
+    reps, t = 3, time.perf_counter()
+    for _ in range(reps):
+        net(lips, cc)
+    windows_per_s = reps * args.batch / (time.perf_counter() - t)
+    if args.crop == "face":  # the detector is built once per process: not part of a score's cost
+        from lipsync.faces import get_detector
+
+        get_detector("auto", "cpu")
+    reset = reset_peak()
+    before = vm_hwm_mb()
+    t = time.perf_counter()
+    score = score_video(str(clip), crop=args.crop, network=net, vshift=15)
+    total = time.perf_counter() - t
+    peak = vm_hwm_mb()
+    frames = round(args.seconds * 25)
+    model, avx512 = cpu_facts()
+    result = {
+        "clip": f"{args.seconds:g} s {width}x{height} at {args.fps} fps", "crop": args.crop,
+        "detector": score.detector, "backend": score.backend, "windows": score.frames,
+        "total_s": round(total, 2), "per_video_second_s": round(total / args.seconds, 3),
+        "stages_s": {k: round(v, 2) for k, v in score.seconds.items()},
+        "syncnet_windows_per_s": round(windows_per_s, 1), "graph_build_compile_s": round(build_s, 2),
+        "peak_rss_mb": round(peak), "rss_before_call_mb": round(before), "peak_reset": reset,
+        "frames_as_official_float64_mb": round(frames * 224 * 224 * 3 * 8 / 2**20),
+        "frames_decoded_uint8_mb": round(frames * width * height * 3 / 2**20),
+        "cpu": model, "avx512": avx512, "cores_used": threads, "clip_made_s": round(made_s, 1),
+    }
+    print(json.dumps(result, indent=1))
+    print(f"score_bench: {result['clip']}, crop={args.crop}: {total:.1f} s = {total / args.seconds:.2f} s per second "
+          f"of video (boxes {score.seconds.get('detect', 0):.1f} s, crops+SyncNet {score.seconds.get('score', 0):.1f}"
+          f" s; SyncNet alone {windows_per_s:.0f} windows/s), peak RSS {peak:.0f} MB ({before:.0f} MB before the "
+          f"call); {model}, AVX-512 {avx512}, {threads} threads; shared host, one run")
+
+
+if __name__ == "__main__":
+    main()
