@@ -46,7 +46,7 @@ import pickle
 import struct
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -440,7 +440,8 @@ class _Said:
 
 def read_tensors(path: str, layout: Layout | None, *, select: Sequence[str | None] = (ROOT,),
                  strip_prefix: str = "module.", what: str = "a model checkpoint", hint: str = "",
-                 redownload: str = "", others: Mapping[str, str] | None = None) -> Weights:
+                 redownload: str = "", others: Mapping[str, str] | None = None,
+                 optional: Collection[str] = ()) -> Weights:
     """The tensors of one dict in a PyTorch checkpoint, by name, as numpy arrays (float32, or int64 counters).
 
     `select`: where the weights are, the first that is a dict: keys of the file's top-level dict, ROOT for the
@@ -449,7 +450,8 @@ def read_tensors(path: str, layout: Layout | None, *, select: Sequence[str | Non
     read (None: any names; then the tensors together may be at most twice the file's size). `what` and `hint`
     word the sentences (what the file should be; how to fix it), `redownload` the one for a damaged file (else
     `hint`); `others` names files of other models by a name prefix they hold ({'face_encoder.': 'a SyncNet
-    checkpoint'}). Raises CheckpointError (a LipSyncError) with the sentence for each way a file can be wrong,
+    checkpoint'}). `optional`: names of the layout a file may lack (counters an old torch did not save). Raises
+    CheckpointError (a LipSyncError) with the sentence for each way a file can be wrong,
     CheckpointRefused for a file that names any global outside the allow-list (the module docstring).
     """
     said = _Said(path, what, hint, redownload or hint)
@@ -460,7 +462,7 @@ def read_tensors(path: str, layout: Layout | None, *, select: Sequence[str | Non
         try:
             tensors = _select(file.root, select, strip_prefix, said)
             if layout is not None:
-                _check_layout(tensors, layout, said, others or {})
+                _check_layout(tensors, layout, said, others or {}, set(optional))
             _check_views(tensors, said)
             _check_size(tensors, layout, path, said)
             for tensor in tensors.values():
@@ -498,11 +500,12 @@ def _select(root: Any, select: Sequence[str | None], strip_prefix: str, said: _S
     return tensors
 
 
-def _check_layout(tensors: dict[str, _LazyTensor], layout: Layout, said: _Said, others: Mapping[str, str]) -> None:
+def _check_layout(tensors: dict[str, _LazyTensor], layout: Layout, said: _Said, others: Mapping[str, str],
+                  optional: set[str]) -> None:
     """A sentence naming the file when its names and shapes are not `layout`'s (before any data is read)."""
-    missing = [name for name in layout if name not in tensors]
+    missing = [name for name in layout if name not in tensors and name not in optional]
     wrong = [name for name in layout if name in tensors and tensors[name].shape != tuple(layout[name])]
-    if missing or wrong or len(tensors) != len(layout):
+    if missing or wrong or any(name not in layout for name in tensors):
         kind = next((other for prefix, other in others.items() if any(n.startswith(prefix) for n in tensors)),
                     f"not {said.what}")
         raise said.wrong_layout(kind, len(missing), len(layout), len(wrong))

@@ -125,7 +125,7 @@ def test_files_that_are_not_syncnet_are_refused_in_one_sentence(tmp_path):
     state["netfcaud.3.weight"] = torch.zeros(512, 512)  # a 512-d SyncNet, not the release's 1024
     odd = tmp_path / "narrow.model"
     torch.save(state, odd)
-    with pytest.raises(LipSyncError, match="is not SyncNet: 0 of its 88 weights are missing, 1 have the wrong shape"):
+    with pytest.raises(LipSyncError, match="is not SyncNet: 0 of its 102 weights are missing and 1 have the wrong shape"):
         read_syncnet_weights(str(odd))
     cut = tmp_path / "cut.model"
     cut.write_bytes(odd.read_bytes()[:100_000])
