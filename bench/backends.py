@@ -36,19 +36,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-import lipsync  # noqa: E402,F401  (first: OMP_WAIT_POLICY before torch loads)
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+import cv2
+import numpy as np
+import torch
+from hostpeak import fp32_peak, gflop_per_face
 
-from lipsync import audio  # noqa: E402
-from lipsync.generator import LazyModel, ModelRunner, load_model  # noqa: E402
-from lipsync.generator import openvino_backend  # noqa: E402
-from lipsync.generator.choice import SafeBackend  # noqa: E402
-from lipsync.geometry import IMG_SIZE  # noqa: E402
-
-from hostpeak import fp32_peak, gflop_per_face  # noqa: E402
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY before torch loads)
+from lipsync.generator import (
+    LazyModel,
+    ModelRunner,
+    load_model,
+    openvino_backend,
+)
+from lipsync.generator.choice import SafeBackend
+from lipsync.geometry import IMG_SIZE
+from lipsync.media import audio
 
 CAL = Path("/work/shared/calibration")
 
@@ -137,7 +140,6 @@ print(json.dumps({{"ready": ready, "first_frame": first[0], "total": time.perf_c
 def cold_start(work: Path, runs: int) -> None:
     """Time to first frame of a CPU job whose model cache is empty, with and without torch, alternating."""
     import cv2
-
     import media
 
     checkpoint = work / "official_size.pth"
@@ -259,7 +261,8 @@ def speed(args: argparse.Namespace, work: Path) -> None:
                                                                      for n, s in seconds.items()), flush=True)
     peak = statistics.median(peaks)
     print(f"\nhost fp32 peak (the best 4096 x 4096 fp32 matmul of torch, numpy and OpenVINO, "
-          f"{torch.get_num_threads()} threads, best of 3 per round; reached by {max(set(libraries), key=libraries.count)}): "
+          f"{torch.get_num_threads()} threads, best of 3 per round; reached by "
+          f"{max(set(libraries), key=libraries.count)}): "
           f"median {peak:.0f} GFLOP/s; generator {gflop:.2f} GFLOP per face -> ceiling {peak / gflop:.1f} faces/s; "
           f"load average {os.getloadavg()[0]:.2f}")
     print("| backend | faces/s | x eager (same round) | fraction of fp32 peak | max diff | mean diff | one-off |")
@@ -268,7 +271,7 @@ def speed(args: argparse.Namespace, work: Path) -> None:
         d = diffs[name]
         print(f"| {name} | {statistics.median(rates[name]):.2f} | {statistics.median(ratios[name]):.2f} | "
               f"{statistics.median(fractions[name]):.0%} | {d.max()} | {d.mean():.5f} | {oneoff.get(name, '')} |")
-    for name, text in oneoff.items():
+    for name in oneoff:
         if name not in runners:
             print(name)
 

@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-import lipsync  # noqa: E402,F401  (first: sets the threading environment before torch loads)
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+import lipsync  # noqa: F401  (first: sets the threading environment before torch loads)
 
 
 def make_clips(work: Path, clips: int, seconds: float, size: tuple[int, int]) -> tuple[Path, Path]:

@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-import lipsync  # noqa: E402,F401  (first: sets the threading environment before torch loads, limits included)
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+import lipsync  # noqa: F401  (first: sets the threading environment before torch loads, limits included)
 
 CLIPS = {"10s-720p": (10.0, (1280, 720)), "60s-1080p": (60.0, (1920, 1080)), "4s-480p": (4.0, (854, 480))}
 
@@ -56,8 +56,8 @@ def make_inputs(work: Path, name: str) -> tuple[Path, Path]:
 
 
 def limit_decode(clip: Path) -> tuple[int, float]:
-    from lipsync.probe import probe_media
-    from lipsync.video import read_frames
+    from lipsync.media.probe import probe_media
+    from lipsync.media.video import read_frames
 
     start = time.perf_counter()
     n = sum(1 for _ in read_frames(probe_media(str(clip))))
@@ -65,8 +65,8 @@ def limit_decode(clip: Path) -> tuple[int, float]:
 
 
 def limit_encode(clip: Path, speech: Path, n: int, work: Path) -> float:
-    from lipsync.probe import probe_media
-    from lipsync.video import VideoWriter, read_frames
+    from lipsync.media.probe import probe_media
+    from lipsync.media.video import VideoWriter, read_frames
 
     info = probe_media(str(clip))
     frame = next(read_frames(info))
@@ -82,11 +82,10 @@ def limit_generator(device: str, batch: int, n: int, checkpoint: Path) -> tuple[
     its GFLOP per face, and the backend that ran."""
     import numpy as np
     import torch
+    from hostpeak import gflop_per_face
 
     from lipsync.generator import ModelRunner as Generator
     from lipsync.generator import load_model
-
-    from hostpeak import gflop_per_face
 
     model = load_model(str(checkpoint), device)
     generate = Generator(model, device)
@@ -112,15 +111,15 @@ def precision_check(device: str, work: Path, checkpoint: Path) -> None:
     the difference between the same frames before and after x264 at the engine's CRF.
     """
     import cv2
+    import media
     import numpy as np
 
-    import media
-    from lipsync import audio
-    from lipsync.faces import HaarDetector
+    from lipsync.faces.detectors import HaarDetector
     from lipsync.generator import ModelRunner as Generator
     from lipsync.generator import load_model
-    from lipsync.probe import probe_media
-    from lipsync.video import VideoWriter, read_frames
+    from lipsync.media import audio
+    from lipsync.media.probe import probe_media
+    from lipsync.media.video import VideoWriter, read_frames
 
     model = load_model(str(checkpoint), device)
     frames = list(media.pan_zoom_frames(32, (640, 360)))
@@ -248,7 +247,6 @@ def bench_clip(name: str, work: Path, checkpoint: Path, device: str, detector: s
     print(f"generator: {backend}; {gflop:.2f} GFLOP per face = {limits[generator] * gflop:.0f} GFLOP/s")
     if device == "cpu":
         import torch
-
         from hostpeak import fp32_peaks
 
         peaks = fp32_peaks(torch.get_num_threads())

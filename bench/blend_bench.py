@@ -9,14 +9,14 @@ each box of the official output is what the real generator painted; resized to 9
 pipeline's generated face is), it is pasted into the ORIGINAL frame with each mode. Per mode
 it prints, averaged over the frames:
 - seam: the gradient across the mask's border in the result over the original frame's own
-  gradient there (lipsync.blend.seam_ratio; 1 = no edge added, over 1 = a seam);
+  gradient there (lipsync.blend.paste.seam_ratio; 1 = no edge added, over 1 = a seam);
 - eyes: the sharpness (variance of the Laplacian) of the box's upper third, result over original;
 - ms per paste at that box size (one core, after a warm-up).
 It saves one frame side by side (original | box | feather | mouth), cropped around the face.
 
 Pauses: a clip of synthetic speech (tests/media.py) and silences of known lengths, with room
 tone; frames are "truly quiet" when their whole mel window (0.2 s) holds no speech sample, and a
-true pause is a run of those at least lipsync.pauses.MIN_PAUSE long. It prints frame-level
+true pause is a run of those at least lipsync.blend.pauses.MIN_PAUSE long. It prints frame-level
 precision and recall of the frames the detection touches (weight < 1) and of those it keeps
 fully (weight 0), and how many speech frames lost any of their generated mouth (must be 0).
 """
@@ -33,13 +33,14 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 
-from lipsync import pauses  # noqa: E402
-from lipsync.audio import load_audio, mel_windows, melspectrogram  # noqa: E402
-from lipsync.blend import alpha_map, paste, paste_mouth, seam_ratio  # noqa: E402
-from lipsync.geometry import Box  # noqa: E402
-from media import read_all_frames  # noqa: E402
+from media import read_all_frames
+
+from lipsync.blend import pauses
+from lipsync.blend.paste import alpha_map, paste, paste_mouth, seam_ratio
+from lipsync.geometry import Box
+from lipsync.media.audio import load_audio, mel_windows, melspectrogram
 
 CALIBRATION = ROOT.parent / "shared" / "calibration"
 MODES = ("box", "feather", "mouth", "mouth, no colour match")
@@ -148,7 +149,7 @@ def pause_bench() -> None:
         truth = true_pauses(clean, fps, n)
         speech = ~quiet_truth(clean, fps, n)
 
-        def pr(pred: np.ndarray) -> str:
+        def pr(pred: np.ndarray, truth: np.ndarray = truth) -> str:
             tp = int((pred & truth).sum())
             return f"{tp / max(1, pred.sum()):.3f} / {tp / max(1, truth.sum()):.3f}"
 

@@ -2,7 +2,7 @@
 smallest face it still finds in a large frame.
 
 1. Per model call (short and full range) on the calibration clip's frames and a tracking-sized window on each:
-   OpenVINO (lipsync.blazeface) against mediapipe 0.10.14's own graphs, when mediapipe is installed.
+   OpenVINO (lipsync.faces.blazeface) against mediapipe 0.10.14's own graphs, when mediapipe is installed.
 2. 4K clips with no face (noise and a flat colour, 3840x2160, 120 fps, 1.5 s, made with ffmpeg): the scan
    ("Check faces through the clip", 120 looks) and a job's detection over every frame, wall and CPU time of
    this process (ffmpeg's decoding runs in its own), and the model runs per frame.
@@ -24,15 +24,16 @@ import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 WORK = ROOT / "bench" / ".work"
 CALIBRATION = ROOT.parent / "shared" / "calibration" / "talking_head.mp4"
 
-import media  # noqa: E402
-from lipsync.blazeface import FULL_RANGE, SHORT_RANGE  # noqa: E402
-from lipsync.detection import ClipDetection  # noqa: E402
-from lipsync.ffmpeg import ffmpeg_exe  # noqa: E402
-from lipsync.follow import BlazeFaceTracker  # noqa: E402
+import media
+
+from lipsync.faces.blazeface import FULL_RANGE, SHORT_RANGE
+from lipsync.faces.blazeface_tracker import BlazeFaceTracker
+from lipsync.faces.detection import ClipDetection
+from lipsync.media.ffmpeg import ffmpeg_exe
 
 
 def cpu_seconds() -> float:
@@ -59,13 +60,13 @@ def runtimes(tracker: BlazeFaceTracker) -> None:
         return
     frames = media.read_all_frames(CALIBRATION)[::6] if CALIBRATION.exists() else [media.astronaut_bgr()]
     print(f"## One BlazeFace call, ms (best of 5 passes over {len(frames)} frames)\n")
-    print("| model | image | OpenVINO (lipsync.blazeface) | mediapipe 0.10.14 |")
+    print("| model | image | OpenVINO (lipsync.faces.blazeface) | mediapipe 0.10.14 |")
     print("|---|---|---|---|")
     for selection, model in ((0, SHORT_RANGE), (1, FULL_RANGE)):
         graph = mp.solutions.face_detection.FaceDetection(model_selection=selection)
         for label, images in (("whole frame", frames), ("window", [f[100:500, 150:450] for f in frames])):
             rgb = [np.ascontiguousarray(cv2.cvtColor(i, cv2.COLOR_BGR2RGB)) for i in images]
-            ours = best_ms(lambda i: tracker.model.detect(i, model), images)
+            ours = best_ms(lambda i, model=model: tracker.model.detect(i, model), images)
             theirs = best_ms(graph.process, rgb)
             print(f"| {model.file} | {label} {images[0].shape[1]}x{images[0].shape[0]} | {ours:.2f} | {theirs:.2f} |")
         graph.close()
@@ -91,7 +92,7 @@ class CountingRuns:
     """Counts BlazeFace model calls, whichever tracker makes them (the scan builds its own)."""
 
     def __init__(self) -> None:
-        from lipsync.blazeface import BlazeFace
+        from lipsync.faces.blazeface import BlazeFace
 
         self.calls, detect = 0, BlazeFace.detect
 
@@ -103,10 +104,10 @@ class CountingRuns:
 
 
 def cost_4k(tracker: BlazeFaceTracker) -> None:
+    from lipsync.faces.preview import scan_faces
+    from lipsync.media.probe import probe_media
+    from lipsync.media.video import read_frames
     from lipsync.options import Options
-    from lipsync.preview import scan_faces
-    from lipsync.probe import probe_media
-    from lipsync.video import read_frames
 
     counter = CountingRuns()
     print("## 4K clips with no face (3840x2160, 120 fps, 1.5 s)\n")

@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fit_box_map as fit  # noqa: E402  (also puts the repository on the path)
+import fit_box_map as fit
 
-from lipsync.boxmap import BoxMap  # noqa: E402
-from lipsync.faces import HaarDetector  # noqa: E402
+from lipsync.faces.boxmap import BoxMap
+from lipsync.faces.detectors import HaarDetector
 
 OLD_HAAR_MAP = BoxMap(-0.5, 0.5, -0.4, 0.6)  # the former fixed shift: the cascade's box moved down 10%
 
@@ -137,7 +137,7 @@ def _centre_in(box, target) -> bool:
 
 
 def detectors() -> dict:
-    from lipsync.follow import BlazeFaceTracker
+    from lipsync.faces.blazeface_tracker import BlazeFaceTracker
 
     return {"blazeface": BlazeFaceTracker(), "haar": HaarDetector()}
 

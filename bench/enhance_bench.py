@@ -8,8 +8,8 @@
 talking head and the official Wav2Lip output of it.
 
 jitter: the face boxes are this package's on a CPU (BlazeFace, pads 0 10 0 0, the official
-smoothing); each frame's five landmarks (lipsync.landmarks) give the similarity warp to the
-FFHQ template (lipsync.enhance). The steadiness of a moving square is measured on its four
+smoothing); each frame's five landmarks (lipsync.restore.landmarks) give the similarity warp to the
+FFHQ template (lipsync.restore.enhance). The steadiness of a moving square is measured on its four
 corners in frame pixels: the mean length of the second difference p(t+1) - 2 p(t) + p(t-1)
 (what is left of the motion once a steady velocity is taken out: shimmer), in pixels and
 in % of the square's side (the warp's square, the aligned crop mapped into the frame, is
@@ -34,16 +34,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-import lipsync  # noqa: E402,F401  (first: OMP_WAIT_POLICY before torch loads)
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+import cv2
+import numpy as np
+from media import read_all_frames
 
-from lipsync.blend import alpha_map, mouth_mask  # noqa: E402
-from lipsync.enhance import FFHQ_TEMPLATE, SIDE, aligned_crop, network_input, put_back, similarity  # noqa: E402
-from lipsync.geometry import Box  # noqa: E402
-from lipsync.landmarks import Landmarker, Smoother  # noqa: E402
-from media import read_all_frames  # noqa: E402
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY before torch loads)
+from lipsync.blend.paste import alpha_map, mouth_mask
+from lipsync.geometry import Box
+from lipsync.restore.enhance import FFHQ_TEMPLATE, SIDE, aligned_crop, network_input, put_back, similarity
+from lipsync.restore.landmarks import Landmarker, Smoother
 
 CALIBRATION = ROOT.parent / "shared" / "calibration"
 WORK = ROOT / "bench" / ".work"
@@ -52,9 +52,9 @@ SQUARE = np.float64([[0, 0], [SIDE, 0], [0, SIDE], [SIDE, SIDE]])
 
 def our_boxes(frames: list[np.ndarray]) -> list[Box]:
     """The package's final crops on a CPU: BlazeFace, pads 0 10 0 0, the official smoothing."""
-    from lipsync.detection import ClipDetection
-    from lipsync.faces import get_detector
-    from lipsync.track import crops_from_detections
+    from lipsync.faces.crops import crops_from_detections
+    from lipsync.faces.detection import ClipDetection
+    from lipsync.faces.detectors import get_detector
 
     clip = ClipDetection(get_detector("blazeface", "cpu", 16, False).detector)
     found = []
@@ -152,8 +152,8 @@ def speed(n_faces: int, rounds: int) -> None:
     import media
     import torch
 
-    from lipsync import restorer
     from lipsync.devices import cpu_threads
+    from lipsync.restore import backends as restorer
 
     WORK.mkdir(parents=True, exist_ok=True)
     weights = WORK / "gfpgan_random.pth"

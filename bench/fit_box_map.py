@@ -1,7 +1,7 @@
 """Fit the map from a cheap detector's box to where S3FD puts its box, on the calibration clip.
 
 The target: the official Wav2Lip paste boxes of ../shared/calibration (S3FD, pads 0 10 0 0,
-5-frame smoothing) minus the pads. The map (lipsync.boxmap.BoxMap) puts each edge at the raw
+5-frame smoothing) minus the pads. The map (lipsync.faces.boxmap.BoxMap) puts each edge at the raw
 box's centre + a coefficient x its size; the official smoothing is linear, so the fit is a
 least-squares fit of smoothed centres and sizes against the smoothed official boxes, one
 coefficient per edge: a = sum((t - S c) S s) / sum((S s)^2). The constants in
@@ -24,16 +24,17 @@ from typing import Optional, Sequence
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and the test helpers (media)
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]  # the package, and the test helpers (media)
 CALIBRATION = ROOT.parent / "shared" / "calibration"
 PADS = (0, 10, 0, 0)  # the official default, with which the official boxes were made
 
-from lipsync.boxmap import IDENTITY_MAP, BoxMap  # noqa: E402
-from lipsync.detection import ClipDetection  # noqa: E402
-from media import read_all_frames  # noqa: E402
-from lipsync.faces import HaarDetector  # noqa: E402
-from lipsync.geometry import Box  # noqa: E402
-from lipsync.track import crops_from_detections  # noqa: E402
+from media import read_all_frames
+
+from lipsync.faces.boxmap import IDENTITY_MAP, BoxMap
+from lipsync.faces.crops import crops_from_detections
+from lipsync.faces.detection import ClipDetection
+from lipsync.faces.detectors import HaarDetector
+from lipsync.geometry import Box
 
 Raw = Optional[Sequence[float]]  # (x1, y1, x2, y2) or None
 
@@ -61,7 +62,7 @@ def raw_detector(name: str):
         detector = HaarDetector()
         detector.BOX_MAP = IDENTITY_MAP
         return detector
-    from lipsync.follow import BlazeFaceTracker
+    from lipsync.faces.blazeface_tracker import BlazeFaceTracker
 
     return BlazeFaceTracker(IDENTITY_MAP)
 
@@ -98,7 +99,7 @@ def fit_map(raw: Sequence[Raw], target: Sequence[Sequence[float]]) -> BoxMap:
 
 
 def final_boxes(raw: Sequence[Raw], box_map: BoxMap, height: int, width: int) -> list[Raw]:
-    """Mapped, padded and smoothed exactly as a job does it (lipsync.track)."""
+    """Mapped, padded and smoothed exactly as a job does it (lipsync.faces.crops)."""
     mapped = [None if b is None else Box.of(box_map.apply(b)).clipped(height, width) for b in raw]
     return [None if c is None else tuple(c) for c in crops_from_detections(mapped, PADS, height, width)]
 

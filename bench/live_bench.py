@@ -41,10 +41,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-import lipsync  # noqa: E402,F401  (first: sets the threading environment before torch loads)
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+import numpy as np
 
-import numpy as np  # noqa: E402
+import lipsync  # noqa: F401  (first: sets the threading environment before torch loads)
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",

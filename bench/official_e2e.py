@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
 MIRROR = "/work/.mirror/Rudrabha+Wav2Lip/repo"
 BOX = (100, 380, 200, 440)  # top bottom left right, on the face of the 640x480 clip
 

@@ -1,8 +1,8 @@
-"""S3FD through lipsync.s3fd against face-alignment's SFDDetector, on the same frames, weights and CPU, in one run.
+"""S3FD through lipsync.faces.s3fd against face-alignment's SFDDetector: the same frames, weights and CPU, one run.
 
 Times the whole batch detection (network, softmax, decoding, NMS) and, apart, the part after the network
 (candidate decoding and NMS from the same network outputs), where the two differ: face-alignment loops over the
-candidate cells in Python, lipsync.s3fd decodes them all at once. Checks that the boxes are the same.
+candidate cells in Python, lipsync.faces.s3fd decodes them all at once. Checks that the boxes are the same.
 
 Frames: the first frames of ../shared/calibration/talking_head.mp4 (640x640), shrunk to --side px. Weights: the
 published s3fd-619a316812.pth when weights/ or torch's cache holds it, else random ones rescaled to find boxes
@@ -27,11 +27,11 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fit_box_map as fit  # noqa: E402  (also puts the repository and tests/ on the path)
+import fit_box_map as fit
+import media
 
-import media  # noqa: E402
-from lipsync import s3fd  # noqa: E402
-from lipsync.weights import find_s3fd  # noqa: E402
+from lipsync.faces import s3fd
+from lipsync.weights import find_s3fd
 
 
 def _best_of(repeats: int, work) -> tuple[float, object]:
@@ -86,9 +86,9 @@ def main() -> None:
     post_ours, _ = _best_of(args.repeats, lambda: [s3fd._nms_faces(b) for b in s3fd._candidates(heads)])
 
     print(f"candidates per frame {candidates}, faces per frame {[len(b) for b in ours]}, boxes equal: {same}")
-    print(f"whole batch: face-alignment {theirs_s:.3f} s, lipsync.s3fd {ours_s:.3f} s, "
+    print(f"whole batch: face-alignment {theirs_s:.3f} s, lipsync.faces.s3fd {ours_s:.3f} s, "
           f"ratio {theirs_s / ours_s:.2f}x")
-    print(f"after the network (decode + NMS): face-alignment {post_theirs * 1000:.1f} ms, lipsync.s3fd "
+    print(f"after the network (decode + NMS): face-alignment {post_theirs * 1000:.1f} ms, lipsync.faces.s3fd "
           f"{post_ours * 1000:.1f} ms, ratio {post_theirs / post_ours:.1f}x")
     print(f"# load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

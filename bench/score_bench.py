@@ -28,12 +28,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from lipsync.devices import cpu_threads  # noqa: E402
-from lipsync.scoring import layout, score_video  # noqa: E402
-from lipsync.scoring.backends import OpenVINOSyncNet, example_inputs  # noqa: E402
-from lipsync.scoring.graph import build_graph  # noqa: E402
+from lipsync.devices import cpu_threads
+from lipsync.scoring import layout, score_video
+from lipsync.scoring.backends import OpenVINOSyncNet, example_inputs
+from lipsync.scoring.graph import build_graph
 
 
 def random_weights(seed: int = 0) -> dict[str, np.ndarray]:
@@ -91,7 +91,7 @@ def make_clip(path: Path, seconds: float, size: tuple[int, int], fps: int) -> Pa
     partial = path.with_suffix(".partial.mp4")  # an interrupted run leaves no clip to be reused half-made
     script = f"""
 import sys
-sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests")!r}]
+sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / "tests" / "support")!r}]
 from pathlib import Path
 import media
 speech = media.write_wav(Path({str(path.with_suffix(".wav"))!r}), media.speech_samples({seconds}, seed=3))
@@ -136,7 +136,7 @@ def main() -> None:
         net(lips, cc)
     windows_per_s = reps * args.batch / (time.perf_counter() - t)
     if args.crop == "face":  # the detector is built once per process: not part of a score's cost
-        from lipsync.faces import get_detector
+        from lipsync.faces.detectors import get_detector
 
         get_detector("auto", "cpu")
     reset = reset_peak()

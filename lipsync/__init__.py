@@ -10,14 +10,15 @@ The API loads the model once and syncs many clips:
     print(result.summary())
 
 Names are imported on first use, so `import lipsync` (and `python -m lipsync --help`)
-stays quick: torch, librosa and the detectors load only when a job needs them.
+stays quick: torch, OpenVINO and the detectors load only when a job needs them. Type
+checkers see every name through the TYPE_CHECKING imports below (the same table).
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 # Idle OpenMP threads in torch spin by default, burning the cores that decoding, detection and encoding need
 # at the same time: on 2 CPU cores the whole pipeline ran at 0.55 of the model's own speed that way, 0.68 with
@@ -25,30 +26,71 @@ from typing import Any
 # This is the one place it is set: the app and the benchmark import lipsync before torch.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import LipSyncError  # noqa: E402  (light: no third-party import)
+from .errors import LipSyncError
 
-_EXPORTS = {
-    "LipSync": "engine", "shared_engine": "engine", "face_preview": "engine", "display_copy": "engine",
-    "fetch_weights": "engine", "FetchedWeights": "engine", "gpu_seconds": "engine", "check_inputs": "engine", "face_scan": "engine",
-    "default_enhance": "engine", "enhance_seconds": "engine", "probe_media": "probe",
-    "Options": "options", "EngineOptions": "options", "server_limits": "options", "flat_settings": "options",
-    "DEVICES": "options",
-    "SyncResult": "results", "FacePreview": "preview", "draw_boxes": "preview", "face_timeline": "timeline",
-    "Box": "geometry", "load_model": "generator", "resolve_checkpoint": "weights",
-    "available_checkpoints": "weights", "prune_detection_cache": "cache", "replacing": "atomic", "CHECKPOINTS": "weights", "DEFAULT_CHECKPOINT": "weights",
-    "run_batch": "batch", "load_manifest": "batch_manifest", "BatchReport": "batch_report", "JobResult": "batch_report",
-    "Job": "batch_manifest",
-    "Avatar": "avatar", "LiveSession": "live", "LiveFrame": "live", "Ended": "live", "read_microphone_piece": "wire", "Progress": "segments",
-    "write_live_segment": "segments", "live_hello": "wire", "live_refusal": "wire", "live_frame_message": "wire",
-    "live_microphone": "wire",
+# The public API: {module: the names it gives}. The web app, the CLI's users and the README use only these.
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    "engine": ("LipSync", "shared_engine", "face_preview", "face_scan", "display_copy", "fetch_weights",
+               "FetchedWeights", "gpu_seconds", "check_inputs", "default_enhance", "enhance_seconds"),
+    "options": ("Options", "EngineOptions", "server_limits", "flat_settings", "DEVICES"),
+    "results": ("SyncResult",),
+    "geometry": ("Box",),
+    "weights": ("resolve_checkpoint", "available_checkpoints", "CHECKPOINTS", "DEFAULT_CHECKPOINT"),
+    "atomic": ("replacing",),
+    "generator": ("load_model",),
+    "media.probe": ("probe_media",),
+    "media.segments": ("Progress", "write_live_segment"),
+    "faces.preview": ("FacePreview", "draw_boxes"),
+    "faces.timeline": ("face_timeline",),
+    "faces.cache": ("prune_detection_cache",),
+    "batch.run": ("run_batch",),
+    "batch.manifest": ("load_manifest", "Job"),
+    "batch.report": ("BatchReport", "JobResult"),
+    "live.avatar": ("Avatar",),
+    "live.session": ("LiveSession", "LiveFrame", "Ended"),
+    "live.messages": ("read_microphone_piece", "live_hello", "live_refusal", "live_frame_message",
+                      "live_microphone"),
 }
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = ["LipSyncError", *_EXPORTS]
+__all__ = ["LipSyncError", *_WHERE]
+
+if TYPE_CHECKING:  # what `__getattr__` gives, for type checkers and editors (tests/test_layout.py: the same names)
+    from .atomic import replacing
+    from .batch.manifest import Job, load_manifest
+    from .batch.report import BatchReport, JobResult
+    from .batch.run import run_batch
+    from .engine import (
+        FetchedWeights,
+        LipSync,
+        check_inputs,
+        default_enhance,
+        display_copy,
+        enhance_seconds,
+        face_preview,
+        face_scan,
+        fetch_weights,
+        gpu_seconds,
+        shared_engine,
+    )
+    from .faces.cache import prune_detection_cache
+    from .faces.preview import FacePreview, draw_boxes
+    from .faces.timeline import face_timeline
+    from .generator import load_model
+    from .geometry import Box
+    from .live.avatar import Avatar
+    from .live.messages import live_frame_message, live_hello, live_microphone, live_refusal, read_microphone_piece
+    from .live.session import Ended, LiveFrame, LiveSession
+    from .media.probe import probe_media
+    from .media.segments import Progress, write_live_segment
+    from .options import DEVICES, EngineOptions, Options, flat_settings, server_limits
+    from .results import SyncResult
+    from .weights import CHECKPOINTS, DEFAULT_CHECKPOINT, available_checkpoints, resolve_checkpoint
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'lipsync' has no attribute '{name}'")

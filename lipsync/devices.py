@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Sequence, TypeVar
 
+from .environment import FRAME_BUDGET_MB, THREADS
 from .errors import LipSyncError
 from .options import DEVICES
 
@@ -26,7 +27,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_BATCH = {"cuda": 128, "mps": 64, "cpu": 8}  # faces per model call; on a CPU small batches run faster
-FRAME_BUDGET_BYTES = int(float(os.environ.get("LIPSYNC_FRAME_BUDGET_MB", "256")) * 2**20)  # frames held per batch
+def frame_budget_bytes() -> int:
+    """Decoded frames a job holds per batch, in bytes ($LIPSYNC_FRAME_BUDGET_MB)."""
+    return int(FRAME_BUDGET_MB.read() * 2**20)
 
 
 # What a GPU's driver leaves on Linux: NVIDIA (CUDA), AMD ROCm (also torch.cuda), a GPU passed into WSL.
@@ -54,7 +57,7 @@ def import_torch() -> ModuleType | None:
     """torch, or None when it is not installed (the CPU install) or does not import (a broken install)."""
     try:
         import torch
-    except Exception:  # noqa: BLE001  (ImportError, or a native library that fails to load)
+    except Exception:
         return None
     return torch
 
@@ -106,10 +109,7 @@ def cpu_threads() -> int:
     """The threads one job's CPU work gets by default: OMP_NUM_THREADS, else one per physical core (torch's own
     default). Callers pass the count on explicitly (lipsync.generator: OpenVINO's streams); nothing here depends
     on which libraries happen to be imported."""
-    try:
-        wanted = int(os.environ.get("OMP_NUM_THREADS", "0"))
-    except ValueError:
-        wanted = 0
+    wanted = THREADS.read()
     return wanted if wanted > 0 else physical_cores()
 
 
@@ -128,8 +128,8 @@ def physical_cores() -> int:
 
 
 def frames_in_budget(wanted: int, height: int, width: int) -> int:
-    """`wanted` capped so that many full BGR frames stay within FRAME_BUDGET_BYTES (at least 1)."""
-    return max(1, min(wanted, FRAME_BUDGET_BYTES // (height * width * 3)))
+    """`wanted` capped so that many full BGR frames stay within the frame budget (at least 1)."""
+    return max(1, min(wanted, frame_budget_bytes() // (height * width * 3)))
 
 
 def model_batch(requested: int, height: int, width: int, device: str = "cpu") -> int:

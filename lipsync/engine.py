@@ -14,22 +14,22 @@ import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator
 
-from . import audio, limits
-from .avatar import Avatar, prepare_avatar
 from .concurrency import BuildOnce
 from .devices import release_memory, resolve_device
-from .errors import LipSyncError
-from .faces import DetectorChoice, get_detector
-from .generator import LazyModel, backend_for
-from .live import LiveSession, LiveSlots, start_session
 from .environment import LIVE_SESSIONS
+from .errors import LipSyncError
+from .faces.detectors import DetectorChoice, get_detector
+from .faces.preview import FacePreview, make_preview, scan_faces
+from .generator import LazyModel, backend_for
+from .live.avatar import Avatar, prepare_avatar
+from .live.session import LiveSession, LiveSlots, start_session
+from .media import audio, limits
+from .media.probe import probe_media
+from .media.segments import Progress, stream_job
+from .media.video import display_copy as _display_copy
 from .options import Options
 from .pipeline import ProgressCallback, run
-from .preview import FacePreview, make_preview, scan_faces
-from .probe import probe_media
 from .results import SyncResult
-from .segments import Progress, stream_job
-from .video import display_copy as _display_copy
 from .weights import find_s3fd, resolve_checkpoint, resolve_restorer
 
 if TYPE_CHECKING:
@@ -75,8 +75,8 @@ class LipSync:
         then runs without it."""
         if options.enhance == "none" or options.enhance_strength == 0:
             return None, ""
-        from .landmarks import face_mesh
-        from .restorer import shared_restorer
+        from .restore.backends import shared_restorer
+        from .restore.landmarks import face_mesh
 
         try:
             face_mesh()
@@ -101,7 +101,7 @@ class LipSync:
 
     def live(self, avatar: str | Avatar, options: Options | None = None, wait: float = 0.0) -> LiveSession:
         """Start a live session on `avatar` (a path, or an Avatar from `prepare_avatar`): push audio chunks,
-        read synced frames, each with its audio (lipsync.live). One session per engine at a time by default
+        read synced frames, each with its audio (lipsync.live.session). One session per engine at a time by default
         ($LIPSYNC_LIVE_SESSIONS); waits up to `wait` seconds for a free one, then refuses with a sentence."""
         options = options or Options()
         prepared = avatar if isinstance(avatar, Avatar) else self.prepare_avatar(avatar, options)
@@ -155,7 +155,7 @@ def face_scan(face: str, options: Options | None = None, device: str = "cpu") ->
 
 
 def display_copy(face: str, outfile: str, audio_path: str | None = None, seconds: float = 0.0) -> str:
-    """A browser-playable MP4 of the face input, cut to `seconds` (see lipsync.video.display_copy)."""
+    """A browser-playable MP4 of the face input, cut to `seconds` (see lipsync.media.video.display_copy)."""
     return _display_copy(probe_media(face), outfile, audio_path, seconds)
 
 
@@ -175,7 +175,12 @@ def gpu_seconds(face: str, audio_path: str, options: Options | None = None) -> f
     info = probe_media(face)
     limits.check_face(info, options, face)
     sound = probe_media(audio_path)
-    return limits.gpu_seconds_for(info, sound.duration or options.max_seconds, options)
+    restorer = 0.0
+    if options.enhance != "none":  # the mouth restorer on every synced face
+        from .restore.backends import GPU_SECONDS_PER_FACE
+
+        restorer = GPU_SECONDS_PER_FACE
+    return limits.gpu_seconds_for(info, sound.duration or options.max_seconds, options, restorer)
 
 
 def default_enhance(device: str = "auto") -> str:
@@ -186,7 +191,7 @@ def default_enhance(device: str = "auto") -> str:
 
 def enhance_seconds(face: str, audio_path: str, options: Options | None = None, device: str = "auto") -> float:
     """About how many seconds --enhance gfpgan would add to a job on these files on `device` (headers only)."""
-    from .restorer import seconds_per_face
+    from .restore.backends import seconds_per_face
 
     options = options or Options()
     info, sound = probe_media(face), probe_media(audio_path)

@@ -21,7 +21,8 @@ from typing import Any
 from .errors import LipSyncError
 
 KINDS = ("number", "integer", "flag", "text", "path")
-TRUE, FALSE = ("1", "true", "yes", "on", "t"), ("0", "false", "no", "off", "f", "")
+TRUE_WORDS = ("1", "true", "yes", "y", "on", "t")
+FALSE_WORDS = ("0", "false", "no", "n", "off", "f")
 
 
 @dataclass(frozen=True)
@@ -70,15 +71,20 @@ def _integer(raw: str) -> int:
     return int(value)
 
 
-def _flag(raw: str) -> bool:
-    if raw.lower() in TRUE:
+def parse_bool(value: Any) -> bool:
+    """True or False from text ('yes', 'off', '1', …): the one reading of a yes or no written as text, for an
+    environment variable, a flag and a manifest's cell alike; ValueError otherwise."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
         return True
-    if raw.lower() in FALSE:
+    if text in FALSE_WORDS:
         return False
-    raise ValueError(raw)
+    raise ValueError(f"expected true or false, not {value!r}")
 
 
-_PARSERS = {"number": _number, "integer": _integer, "flag": _flag, "text": str, "path": Path}
+_PARSERS = {"number": _number, "integer": _integer, "flag": parse_bool, "text": str, "path": Path}
 _WHAT = {"number": "a finite number", "integer": "a whole number", "flag": "1 or 0 (true or false)",
          "text": "text", "path": "a path"}
 

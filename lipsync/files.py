@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from . import atomic
+from .environment import CACHE_DIR, MODEL_CACHE
 
 
 def sha256_file(path: str | Path) -> str:
@@ -24,14 +25,12 @@ def cache_home() -> Path:
     """lipsync's cache root: $LIPSYNC_CACHE_DIR, else ~/.cache/lipsync. Each cache has its own folder inside it
     (detections/, models/), so the root can be any folder: lipsync writes and prunes only inside its own
     subfolders, never next to a file of yours. Read at each call."""
-    root = os.environ.get("LIPSYNC_CACHE_DIR")
-    return Path(root) if root else Path.home() / ".cache" / "lipsync"
+    return CACHE_DIR.read() or Path.home() / ".cache" / "lipsync"
 
 
 def cache_root() -> Path:
     """Where converted models live: $LIPSYNC_MODEL_CACHE, else models/ in the cache root (`cache_home`)."""
-    env = os.environ.get("LIPSYNC_MODEL_CACHE")
-    return Path(env) if env else cache_home() / "models"
+    return MODEL_CACHE.read() or cache_home() / "models"
 
 
 def file_identity(path: str | os.PathLike) -> dict[str, int]:

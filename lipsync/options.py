@@ -1,6 +1,6 @@
 """Every setting of a job, declared once: name, default, choices, help and checks.
 
-The command line (`lipsync.__main__`) builds its flags from these declarations, the web
+The command line (`lipsync.cli.sync`) builds its flags from these declarations, the web
 app maps its controls onto the fields by name, and the README's flag table is checked
 against them by a test. Adding a setting is one `setting(...)` line here (plus, if it has
 a control in the app, one line in the app's list of controls).
@@ -25,7 +25,7 @@ SIDES = ("top", "bottom", "left", "right")
 AXES = ("x", "y")  # the parts of a point, as `from_flat` takes them
 NO_POINT = (-1, -1)
 BLEND_MODES = ("box", "feather", "mouth")
-ENHANCERS = ("none", "gfpgan")  # lipsync.enhance
+ENHANCERS = ("none", "gfpgan")  # lipsync.restore.enhance
 DETECTORS = ("auto", "s3fd", "blazeface", "haar")
 PRECISIONS = ("fp32", "fp16", "bf16")
 BACKENDS = ("auto", "openvino", "pytorch")  # lipsync.generator.choice
@@ -98,8 +98,8 @@ class Options:
     enhance_strength: float = setting(0.7, "how much of the restored mouth replaces the generated one, 0 to 1 (full "
                                            "strength can make teeth look painted)")
     detector: str = setting("auto", "face detector: 's3fd' (what Wav2Lip was trained with; downloads 90 MB "
-                                    "once), 'blazeface' (MediaPipe's, bundled, on OpenVINO; a few ms per frame on a CPU; "
-                                    "finds turned, covered and small faces and follows one person), 'haar' "
+                                    "once), 'blazeface' (MediaPipe's, bundled, on OpenVINO; a few ms per frame on a "
+                                    "CPU; finds turned, covered and small faces and follows one person), 'haar' "
                                     "(OpenCV, no download, frontal faces only), 'auto' (s3fd on a GPU when "
                                     "available; on a CPU blazeface, since s3fd takes seconds per frame there, or "
                                     "haar when OpenVINO is missing)",
@@ -109,8 +109,8 @@ class Options:
                   "several are visible; that face is followed for the whole clip (blazeface detector). -1 -1: "
                   "the most prominent face", metavar=("X", "Y"))
     precision: str = setting("fp32", "the model's arithmetic: fp32 gives the official numbers; fp16 (GPU) and "
-                                     "bf16 are faster with small differences in the mouth (on a CPU bf16 runs on OpenVINO: "
-                                     "about 2x its fp32 where the CPU has bf16 arithmetic, fp32 elsewhere)",
+                                     "bf16 are faster with small differences in the mouth (on a CPU bf16 runs on "
+                                     "OpenVINO: about 2x its fp32 where the CPU has bf16 arithmetic, fp32 elsewhere)",
                              choices=PRECISIONS)
     backend: str = setting("auto", "library that runs the model on a CPU: 'openvino' (about 1.7x faster in fp32; "
                                    "built from the weights once and cached under ~/.cache/lipsync/models or "

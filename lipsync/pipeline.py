@@ -1,7 +1,7 @@
 """The stages wired together: audio -> mel windows, frames -> face crops -> model -> paste -> MP4.
 
 The face video is read by two decoders at once, so memory stays flat however long the
-clip: the detection thread (lipsync.track) decodes frames and detects faces, keeping
+clip: the detection thread (lipsync.faces.crops) decodes frames and detects faces, keeping
 only the boxes; the synthesis loop here decodes the same frames again a little behind
 it, takes each frame's crop as soon as smoothing has settled it, runs the model batch
 by batch and streams the blended frames to the encoder, which runs in its own process.
@@ -20,24 +20,24 @@ from typing import Callable, Iterator, Optional
 import cv2
 import numpy as np
 
-from . import audio as audio_mod
-from . import limits
-from . import pauses
-from .blend import paste
+from .blend import pauses
+from .blend.paste import paste
 from .concurrency import QUEUE_FRAMES, prefetch
 from .devices import model_batch
-from .enhance import MouthEnhancer
-from .faces import DetectorChoice
+from .faces.crops import FaceDetection
+from .faces.detectors import DetectorChoice
 from .generator import LazyModel, ModelRunner
 from .geometry import IMG_SIZE, Box
+from .media import audio as audio_mod
+from .media import limits
+from .media.probe import probe_media
+from .media.segments import SegmentPlan
+from .media.source import FaceSource
+from .media.video import VideoWriter, choose_encoder
 from .options import Options
-from .probe import probe_media
+from .restore.enhance import MouthEnhancer
 from .results import SyncResult
-from .segments import SegmentPlan
-from .source import FaceSource
 from .timings import StageTimes
-from .track import FaceDetection
-from .video import VideoWriter, choose_encoder
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 CropFor = Callable[[int], Optional[Box]]  # frame index -> its crop, or None without a face
@@ -56,8 +56,8 @@ def synthesize(source: FaceSource, windows: np.ndarray, crop_for: CropFor, optio
     Three threads: decoding (prefetch), the model (collects a batch, crops it, runs the network) and this one
     (pastes and writes). While this thread pastes batch k and waits on the encoder's pipe, the model already
     runs batch k+1: the network, the slowest stage, never idles on the others.
-    `weights` (per output frame, in [0, 1]; lipsync.pauses) scale the paste; frames of weight 0 skip the model.
-    With an `enhancer` (lipsync.enhance) the model thread also finds each face's landmarks on the original
+    `weights` (per output frame, in [0, 1]; lipsync.blend.pauses) scale the paste; frames of weight 0 skip the model.
+    With an `enhancer` (lipsync.restore.enhance) the model thread also finds each face's landmarks on the original
     frame, and this thread restores the mouth after the paste.
     """
     n_out = len(windows)
@@ -120,9 +120,9 @@ def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, opti
         enhance_note: str = "", segment_dir: str | None = None) -> SyncResult:
     """Lip-sync `face` (video or photo) to `audio` and write `outfile`; see the module docstring.
 
-    `detector` may be None only with a fixed box (options.box). `restorer` (lipsync.restorer) enhances the
+    `detector` may be None only with a fixed box (options.box). `restorer` (lipsync.restore.backends) enhances the
     mouth (options.enhance); `enhance_note` says why a wanted one is missing (the job runs without it). With
-    `segment_dir`, the output also goes there in short segments as it is made (lipsync.segments).
+    `segment_dir`, the output also goes there in short segments as it is made (lipsync.media.segments).
     """
     progress = limits.with_deadline(progress or (lambda stage, done, total: None), options.time_limit)
     timings = StageTimes()

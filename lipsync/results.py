@@ -25,7 +25,7 @@ class SyncResult:
     face_frames: list[bool] = field(default_factory=list)  # per output frame: was a face found and synced
     frames_kept_in_pauses: int = 0  # frames left as they were in pauses of the speech (--keep_silent_mouth)
     backend: str = ""  # which library ran the model, and why (lipsync.generator.choice), e.g. 'openvino (… cached)'
-    enhance: str = ""  # the mouth restorer that ran (lipsync.enhance), e.g. 'gfpgan at strength 0.7, openvino (…)'
+    enhance: str = ""  # the mouth restorer that ran (lipsync.restore), e.g. 'gfpgan at strength 0.7, openvino (…)'
     enhance_problem: str = ""  # why an asked-for restorer did not run (one sentence), else ''
     frames_enhanced: int = 0  # frames whose mouth was restored
     frames_not_enhanced: dict[str, int] = field(default_factory=dict)  # faces kept unrestored: 'small', 'turned', …

@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import atomic
+from . import atomic, environment
 from .devices import torch_available
 from .errors import LipSyncError
 from .files import sha256_file
@@ -26,7 +26,10 @@ from .files import sha256_file
 log = logging.getLogger(__name__)
 
 
-def default_weights_dir(package_dir: Path = Path(__file__).resolve().parent) -> Path:
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def default_weights_dir(package_dir: Path = PACKAGE_DIR) -> Path:
     """weights/ beside the package in a source checkout (where run.sh, the Space and the README put them);
     ~/.cache/lipsync/weights for an installed package, whose parent folder is site-packages: no place for
     436 MB of downloads, and often not writable."""
@@ -36,8 +39,8 @@ def default_weights_dir(package_dir: Path = Path(__file__).resolve().parent) -> 
     return Path.home() / ".cache" / "lipsync" / "weights"
 
 
-WEIGHTS_DIR = Path(os.environ.get("LIPSYNC_WEIGHTS_DIR") or default_weights_dir())
-CHECKPOINT_ENV = "LIPSYNC_CHECKPOINT"
+WEIGHTS_DIR = Path(environment.WEIGHTS_DIR.read() or default_weights_dir())
+CHECKPOINT_ENV = environment.CHECKPOINT.name
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,8 @@ def resolve_checkpoint(spec: str | None = None, download: bool = True) -> str:
     """
     if spec and spec not in CHECKPOINTS:
         return spec
-    if not spec and os.environ.get(CHECKPOINT_ENV):
-        return os.environ[CHECKPOINT_ENV]
+    if not spec and environment.CHECKPOINT.is_set():
+        return str(environment.CHECKPOINT.read())
     hub = CHECKPOINTS[spec or DEFAULT_CHECKPOINT]
     local = WEIGHTS_DIR / hub.filename
     if local.is_file():
@@ -120,7 +123,7 @@ def _manual_hint(hub: HubFile, problem: str) -> str:
 
 def download_file(hub: HubFile) -> Path:
     """Fetch a pinned file into weights/ with a progress bar; keep it only if its SHA256 matches."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+    if environment.OFFLINE.read():
         raise LipSyncError(_manual_hint(hub, "is not in the weights/ folder and HF_HUB_OFFLINE is set"))
     try:
         from huggingface_hub import hf_hub_download
@@ -142,12 +145,12 @@ def download_file(hub: HubFile) -> Path:
     return target
 
 
-# GFPGAN v1.4, the face restorer behind --enhance gfpgan (lipsync.enhance). The SHA256 is the one two independent
+# GFPGAN v1.4, the face restorer behind --enhance gfpgan (lipsync.restore). The SHA256 is the one two independent
 # download lists record for the release file; it could not be checked against a download here (no network).
 GFPGAN_URL = "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth"
 GFPGAN_FILE = "GFPGANv1.4.pth"
 GFPGAN_SHA256 = "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad"
-GFPGAN_ENV = "LIPSYNC_GFPGAN"  # a GFPGAN file of your own, used as it is (no checksum)
+GFPGAN_ENV = environment.GFPGAN  # a GFPGAN file of your own, used as it is (no checksum)
 
 
 def resolve_restorer(download: bool = True) -> str:
@@ -162,7 +165,7 @@ SYNCNET_URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.
 SYNCNET_FILE = "syncnet_v2.model"
 SYNCNET_SHA256 = "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442"
 SYNCNET_SIZE = 54_573_114
-SYNCNET_ENV = "LIPSYNC_SYNCNET"  # a SyncNet file of your own, used as it is (no checksum)
+SYNCNET_ENV = environment.SYNCNET  # a SyncNet file of your own, used as it is (no checksum)
 
 
 @dataclass(frozen=True)
@@ -173,13 +176,13 @@ class ReleaseFile:
     url: str
     sha256: str
     megabytes: int  # about how big it is, for the messages (the SHA256 is what is checked)
-    env: str  # the variable naming a file of your own, used as it is
+    env: environment.Variable  # the variable naming a file of your own, used as it is
     what: str  # "The face restorer's weights"
     otherwise: str = ""  # what else the user can do, e.g. ", or run with --enhance none"
 
     def hint(self, problem: str) -> str:
         return (f"{self.what} {self.filename} {problem}. Download the file from {self.url} (about {self.megabytes} "
-                f"MB) and put it in the folder '{WEIGHTS_DIR}', or set ${self.env} to it{self.otherwise}.")
+                f"MB) and put it in the folder '{WEIGHTS_DIR}', or set ${self.env.name} to it{self.otherwise}.")
 
 
 GFPGAN = ReleaseFile(GFPGAN_FILE, GFPGAN_URL, GFPGAN_SHA256, 332, GFPGAN_ENV, "The face restorer's weights",
@@ -201,15 +204,15 @@ def resolve_syncnet(spec: str | None = None, download: bool = True) -> str:
 
 
 def _downloads_off(download: bool) -> bool:
-    return not download or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    return not download or environment.OFFLINE.read()
 
 
 def _resolve_release(pinned: ReleaseFile, download: bool) -> str:
-    own = os.environ.get(pinned.env)
+    own = pinned.env.read()
     if own:
         if not os.path.isfile(own):
-            raise LipSyncError(f"${pinned.env} names '{own}', which is not a file. Fix or unset it.")
-        return own
+            raise LipSyncError(f"${pinned.env.name} names '{own}', which is not a file. Fix or unset it.")
+        return str(own)
     local = WEIGHTS_DIR / pinned.filename
     if local.is_file():
         from .files import cache_root, checkpoint_sha256

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))  # the tests' helpers: media, ...
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # detections cached by the tests stay out of the user's cache (~/.cache/lipsync)
@@ -19,7 +19,7 @@ os.environ.setdefault("LIPSYNC_CACHE_DIR", tempfile.mkdtemp(prefix="lipsync-test
 # and the app imported by the tests keeps its results and Gradio's temp files out of the machine's temp folder
 os.environ.setdefault("LIPSYNC_OUTPUT_DIR", tempfile.mkdtemp(prefix="lipsync-test-output-"))
 
-import media  # noqa: E402
+import media
 
 
 def pytest_collection_finish(session) -> None:
@@ -85,7 +85,7 @@ def web(checkpoint):
 @pytest.fixture
 def captured(monkeypatch):
     """Frames handed to the encoder, in order (copies), while the file is still written for real."""
-    from lipsync import video
+    from lipsync.media import video
 
     frames: list = []
     original = video.VideoWriter.write

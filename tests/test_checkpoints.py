@@ -14,12 +14,12 @@ import sys
 import zipfile
 from pathlib import Path
 
+import crafted
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import crafted
 from lipsync.checkpoints import PICKLE_BYTES, CheckpointRefused, read_tensors
 from lipsync.errors import LipSyncError
 from lipsync.generator.checkpoint import read_weights

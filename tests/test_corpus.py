@@ -1,6 +1,6 @@
 """Bad and awkward inputs, made on the spot, each with the answer it must get, through the CLI and the app.
 
-Every case runs twice: through the command line (`lipsync.__main__.main`, its exit code
+Every case runs twice: through the command line (`lipsync.cli.main`, its exit code
 and stderr) and through the web app's job handler (what /lipsync runs: its `gr.Error` or result).
 A failure must be one sentence naming the problem, with no traceback, no output file
 and no temporary file left; a success must be a complete MP4 with picture and sound.
@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import Callable
 
 import cv2
+import media
 import numpy as np
 import pytest
 import torch
-
-import media
 from app_handler import call_handler
-from lipsync.ffmpeg import ffmpeg_exe
-from lipsync.probe import probe_media
-from lipsync.video import read_frames
+
+from lipsync.media.ffmpeg import ffmpeg_exe
+from lipsync.media.probe import probe_media
+from lipsync.media.video import read_frames
 
 SPEECH_SECONDS = 1.0
 FACE_SIZE = (240, 180)
@@ -228,7 +228,7 @@ def _app_leftovers(root: Path) -> list[str]:
 
 
 def _run_cli(case: Case, corpus, tmp_path, capsys) -> tuple[int, str, Path]:
-    from lipsync.__main__ import main
+    from lipsync.cli import main
 
     out_dir = tmp_path / "out dir"
     out_dir.mkdir()
@@ -260,7 +260,7 @@ def test_cli_refuses_with_one_clear_sentence(case, corpus, tmp_path, capsys):
 
 
 def test_cli_refuses_an_output_that_is_a_folder(corpus, tmp_path, capsys):
-    from lipsync.__main__ import main
+    from lipsync.cli import main
 
     folder = tmp_path / "results"
     folder.mkdir()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import media
 import numpy as np
 import pytest
-
-import media
-from lipsync import Options
-from lipsync.faces import HaarDetector
 from official_reference import official_frames
+
+from lipsync import Options
+from lipsync.faces.detectors import HaarDetector
 
 
 def _compare(ours: list[np.ndarray], reference: list[np.ndarray]) -> None:

@@ -22,8 +22,8 @@ from app_handler import call_handler
 from cli_runner import child_env
 
 from lipsync.errors import LipSyncError
-from lipsync.ffmpeg import ffmpeg_exe
-from lipsync.probe import probe_media
+from lipsync.media.ffmpeg import ffmpeg_exe
+from lipsync.media.probe import probe_media
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -56,7 +56,7 @@ def run_cli(*args: str, env: dict | None = None) -> tuple[int, str, float, float
     """(exit code, stderr, seconds, peak RSS in MB) of the CLI in a child process of its own."""
     # The peak is reset first (writing 5 to clear_refs): a child started by vfork inherits the high-water mark
     # of its parent, here the test process, and ru_maxrss would report that instead of the CLI's own peak.
-    code = ("import re, sys; open('/proc/self/clear_refs', 'w').write('5'); from lipsync.__main__ import main; "
+    code = ("import re, sys; open('/proc/self/clear_refs', 'w').write('5'); from lipsync.cli import main; "
             "c = main(sys.argv[1:]); status = open('/proc/self/status').read(); "
             "print('PEAK_RSS_MB', int(re.search(r'VmHWM:\\s+(\\d+)', status).group(1)) // 1024, file=sys.stderr); "
             "sys.exit(c)")
@@ -120,7 +120,7 @@ def test_hours_of_opus_in_a_few_mb_are_refused_before_decoding(attacks, checkpoi
 @pytest.mark.slow
 def test_a_lying_duration_is_still_cut_at_the_limit(attacks):
     """The decode itself stops just past the limit (`-t`), whatever the header said."""
-    from lipsync import audio
+    from lipsync.media import audio
 
     with pytest.raises(LipSyncError, match="over the limit of 5 s"):
         audio.check_audio(audio.load_audio(str(attacks["long opus"]), max_seconds=20000), "x", max_seconds=5)
@@ -139,14 +139,14 @@ def test_playlists_and_manifests_are_refused(attacks, kind):
 def test_opencv_never_follows_a_manifest(attacks):
     import cv2
 
-    import lipsync.ffmpeg  # noqa: F401  (sets OpenCV's whitelists)
+    import lipsync.media.ffmpeg  # noqa: F401  (sets OpenCV's whitelists)
 
     assert not cv2.VideoCapture(str(attacks["dash"])).isOpened()
     assert not cv2.VideoCapture(str(attacks["hls m3u8"])).isOpened()
 
 
 def test_an_unknown_channel_layout_is_not_taken_for_mono(attacks):
-    from lipsync import audio
+    from lipsync.media import audio
 
     info = probe_media(str(attacks["3.0 audio"]))
     assert info.audio_channels == 3
@@ -170,7 +170,8 @@ def test_frame_rate_over_the_limit_is_refused(attacks, engine, tmp_path):
 
 @pytest.mark.slow
 def test_a_one_frame_video_is_decoded_once_however_long_the_audio(attacks, engine, tmp_path, monkeypatch):
-    from lipsync import Options, source
+    from lipsync import Options
+    from lipsync.media import source
 
     calls = []
     real = source.read_frames
@@ -240,7 +241,7 @@ def test_the_display_copy_of_a_long_original_is_cut_to_the_result(attacks, tmp_p
 
 
 def test_the_cleaner_spares_running_jobs_and_old_face_boxes_go(monkeypatch, tmp_path):
-    from lipsync import cache
+    from lipsync.faces import cache
     from webapp.files import JobFolders, new_job_dir
 
     monkeypatch.setattr(cache, "CACHE_DIR", tmp_path / "boxes")

@@ -1,14 +1,26 @@
-"""The shape of the house: stages never reach back up, the app speaks only to the package's API."""
+"""The shape of the house (docs/architecture.md draws it): which package may import which, nothing imports upward,
+the web app speaks only to the package's public API, and the environment is read in one place."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "lipsync"
+
+# The layers, from the top: a module may import its own layer's and lower layers' modules, never a higher one.
+FRONT_ENDS = {"cli", "batch", "__main__"}  # what people run; they call the engine
+ENGINE = {"engine"}  # a loaded model and the jobs it runs
+WIRING = {"pipeline"}  # the stages of one job, wired together
+STAGES = {"media", "faces", "generator", "blend", "restore", "live", "scoring"}
+BASE = {"options", "environment", "errors", "results", "geometry", "atomic", "files", "devices", "concurrency",
+        "timings", "checkpoints", "weights", "openvino_models", "interrupts", "assets"}
+LAYERS = [FRONT_ENDS, ENGINE, WIRING, STAGES, BASE]
+TOP_LEVEL_LIMIT = 18  # modules at lipsync/'s top (the rest in folders by concept); __init__ and __main__ included
 
 
 def _module_name(path: Path) -> str:
@@ -41,6 +53,13 @@ def _graph() -> dict[str, set[str]]:
     return {_module_name(p): _lipsync_imports(p) - {_module_name(p)} for p in modules}
 
 
+def _layer(module: str) -> int:
+    top = module.split(".")[0]
+    found = [i for i, layer in enumerate(LAYERS) if top in layer]
+    assert found, f"lipsync.{module} is in no layer of tests/test_layout.py (and of docs/architecture.md)"
+    return found[0]
+
+
 def test_no_module_imports_one_that_imports_it_back():
     graph = _graph()
     done: set[str] = set()
@@ -57,25 +76,62 @@ def test_no_module_imports_one_that_imports_it_back():
         visit(module, [])
 
 
-def test_stages_do_not_import_the_front_ends():
-    graph = _graph()
-    # what users call (the batch in its batch_* modules); the stages below never reach up to them
-    front = {"engine", "__main__"} | {m for m in graph if m == "batch" or m.startswith("batch_")}
-    for module, imports in graph.items():
-        if module not in front:
-            assert not imports & front, f"lipsync.{module} imports {imports & front}"
+def test_nothing_imports_upward():
+    """Front ends (cli, batch) -> engine -> pipeline -> stages -> base; a stage may use another stage."""
+    for module, imports in _graph().items():
+        for imported in imports:
+            assert _layer(imported) >= _layer(module), f"lipsync.{module} imports lipsync.{imported}, a layer above it"
 
 
-@pytest.mark.parametrize("module", ["app.py", "app_live.py", "app_stream.py"])
-def test_app_uses_only_the_public_api(module):
-    tree = ast.parse((ROOT / module).read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lipsync"):
-            assert node.module == "lipsync", f"{module} imports from {node.module}"
-        if isinstance(node, ast.Import):
-            assert all(not a.name.startswith("lipsync.") for a in node.names)
+def test_the_top_level_stays_small_and_folders_hold_concepts():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= TOP_LEVEL_LIMIT, top
+    prefixed = [p for p in top if re.match(r"(batch|face|live|media|restore|score)_", p)]
+    assert not prefixed, f"a name prefix where a folder belongs: {prefixed}"
+    for folder in (p for p in PACKAGE.iterdir() if p.is_dir() and not p.name.startswith("__")):
+        assert (folder / "__init__.py").is_file(), f"{folder.name}/ is not a package"
+        doc = ast.get_docstring(ast.parse((folder / "__init__.py").read_text())) or ""
+        assert doc.strip(), f"lipsync/{folder.name}/__init__.py says nothing of what the folder holds"
+
+
+WEBAPP_ALLOWED = {"lipsync", "lipsync.environment"}  # the public API and its variable declarations
+
+
+@pytest.mark.parametrize("path", sorted([ROOT / "app.py", *(ROOT / "webapp").rglob("*.py")]), ids=lambda p: p.name)
+def test_the_web_app_uses_only_the_public_api(path):
     import lipsync
 
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lipsync"):
+            assert node.module in WEBAPP_ALLOWED, f"{path.name} imports from {node.module}"
+            if node.module == "lipsync":
+                assert all(alias.name in lipsync.__all__ for alias in node.names), path.name
+        if isinstance(node, ast.Import):
+            assert all(a.name == "lipsync" for a in node.names if a.name.startswith("lipsync")), path.name
+
+
+def test_the_public_api_is_visible_to_type_checkers():
+    """Every name `lipsync.__getattr__` gives is also imported under TYPE_CHECKING, from the same module."""
+    import lipsync
+
+    tree = ast.parse((PACKAGE / "__init__.py").read_text())
+    checked = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module == "lipsync":
-            assert all(alias.name in lipsync.__all__ for alias in node.names)
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for item in node.body:
+                checked.update({alias.name: item.module for alias in item.names})
+    assert checked == dict(lipsync._WHERE)
+
+
+READS = re.compile(r"os\.environ\.get\(|os\.getenv\(|os\.environ\[[^\]]+\](?!\s*=)|\benviron\.get\(")
+
+
+def test_the_environment_is_read_in_one_place():
+    """Each variable is declared once (lipsync/environment.py, webapp/config.py) and read through it: nowhere else
+    reads os.environ (writing it, for a child process or a library read at import, is allowed)."""
+    readers = {PACKAGE / "environment.py"}
+    for path in [ROOT / "app.py", *PACKAGE.rglob("*.py"), *(ROOT / "webapp").rglob("*.py")]:
+        if path in readers:
+            continue
+        found = [line.strip() for line in path.read_text().splitlines() if READS.search(line)]
+        assert not found, f"{path.relative_to(ROOT)} reads the environment itself: {found}"

@@ -20,11 +20,11 @@ import sys
 import wave
 from pathlib import Path
 
+import media
 import pytest
 
-import media
 from lipsync import Options
-from lipsync.ffmpeg import ffmpeg_exe
+from lipsync.media.ffmpeg import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "lipsync_colab.ipynb"
@@ -38,8 +38,8 @@ PROBE = ("import dataclasses, json\n"  # a cell the test appends: what the sync 
 
 def nbformat():
     try:
-        import nbformat
         import nbclient  # noqa: F401
+        import nbformat
     except ImportError:
         pytest.fail("Running the notebook needs nbclient, nbformat and ipykernel: pip install -r requirements-dev.txt")
     return nbformat
@@ -106,7 +106,8 @@ def app_defaults() -> dict:
     """The settings the web app's page starts with, as Options (from its API's parameter defaults)."""
     from webapp import AppConfig, WebApp
 
-    parameters = WebApp(AppConfig.from_environment()).build().get_api_info()["named_endpoints"]["/lipsync"]["parameters"]
+    api = WebApp(AppConfig.from_environment()).build().get_api_info()
+    parameters = api["named_endpoints"]["/lipsync"]["parameters"]
     flat = {p["parameter_name"]: p["parameter_default"] for p in parameters
             if p["parameter_name"] not in ("face", "audio", "checkpoint_path", "device")}
     return json.loads(json.dumps(dataclasses.asdict(Options.from_flat(flat))))

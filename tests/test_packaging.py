@@ -76,14 +76,13 @@ def test_wheel_carries_the_licence_notes_and_the_command(wheel):
         shipped = meta.get(f"licenses/{name}", meta.get(name))
         assert shipped == (ROOT / name).read_text(), f"{name} is not in the wheel's dist-info"
     assert "Name: lipsync-studio" in meta["METADATA"]
-    assert "lipsync = lipsync.__main__:console_main" in meta["entry_points.txt"]
+    assert "lipsync = lipsync.cli:console_main" in meta["entry_points.txt"]
 
 
 
 def test_wheel_depends_on_the_cpu_set_with_a_gpu_extra(wheel):
     """`pip install .` installs requirements-cpu.txt; `pip install ".[gpu]"` adds requirements-gpu.txt."""
     from packaging.requirements import Requirement
-
     from test_requirements import requirements
 
     _, meta = wheel_names(wheel)

@@ -7,9 +7,10 @@ import time
 
 import pytest
 
-from lipsync import Options, cache
+from lipsync import Options
 from lipsync.concurrency import prefetch
-from lipsync.devices import FRAME_BUDGET_BYTES, model_batch
+from lipsync.devices import frame_budget_bytes, model_batch
+from lipsync.faces import cache
 
 
 @pytest.fixture
@@ -73,7 +74,7 @@ def test_prefetch_stops_its_thread_when_abandoned():
 def test_batches_are_capped_by_the_frame_memory_budget():
     assert model_batch(128, 240, 320) == 128
     uhd = model_batch(128, 2160, 3840)
-    assert uhd * 2160 * 3840 * 3 <= FRAME_BUDGET_BYTES and uhd >= 1
+    assert uhd * 2160 * 3840 * 3 <= frame_budget_bytes() and uhd >= 1
 
 
 def test_result_reports_stage_timings(engine, face_photo, speech, tmp_path):

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from lipsync import Options, batch_cli, cache
+from lipsync import Options
+from lipsync.cli import batch as batch_cli
 from lipsync.errors import LipSyncError
+from lipsync.faces import cache
 from lipsync.geometry import Box
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +46,7 @@ def test_a_manifest_value_is_one_sentence_and_exit_2(case, text, expected, tmp_p
     (["--fps", "nan"], "The setting fps must be a finite number"),
 ])
 def test_a_cli_value_is_one_sentence_before_the_model_loads(flags, expected, tmp_path, capsys):
-    from lipsync.__main__ import main
+    from lipsync.cli import main
 
     code = main(["--face", str(PHOTO), "--audio", str(SPEECH), "--outfile", str(tmp_path / "o.mp4"),
                  "--checkpoint_path", str(tmp_path / "missing.pth"), *flags])
@@ -110,6 +112,7 @@ def test_the_face_check_and_the_preview_keep_to_the_time_and_work_limits(tmp_pat
     """Before a job, the face check through the clip and the preview obey the job's limits: stopped with a
     sentence (the app applies its own limits to both)."""
     import media
+
     from lipsync import face_preview, face_scan
 
     clip = media.make_face_video(tmp_path / "clip.mp4", seconds=1.0)

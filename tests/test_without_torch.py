@@ -12,11 +12,10 @@ import sys
 from pathlib import Path
 
 import cv2
+import media
 import numpy as np
 import pytest
 import torch
-
-import media
 
 openvino = pytest.importorskip("openvino", reason="the CPU install runs the model on OpenVINO")
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,7 +75,7 @@ out = {"auto": said(lambda: devices.resolve_device("auto")), "cpu": said(lambda:
        "cuda": said(lambda: devices.resolve_device("cuda")), "mps": said(lambda: devices.resolve_device("mps"))}
 devices.nvidia_driver_present = lambda: True
 out["auto, NVIDIA driver"] = said(lambda: devices.resolve_device("auto"))
-from lipsync.faces import make_detector
+from lipsync.faces.detectors import make_detector
 out["s3fd"] = said(lambda: make_detector("s3fd", "cpu", allow_download=False).name)
 print(json.dumps(out))
 """
@@ -136,7 +135,7 @@ def test_cpu_job_without_torch_gives_the_frames_of_pytorch(checkpoint, face_phot
 import json, sys
 import numpy as np
 import lipsync
-from lipsync import video
+from lipsync.media import video
 frames = []
 write = video.VideoWriter.write
 video.VideoWriter.write = lambda self, frame: frames.append(frame.copy()) or write(self, frame)
@@ -171,8 +170,8 @@ def test_batch_of_two_workers_without_torch(checkpoint, face_photo, tmp_path):
         f"{face_photo},{speech},{tmp_path / f'out{i}.mp4'},60 250 170 330\n" for i in range(2)))
     script = f"""
 import json, sys
-from lipsync.batch_worker import default_workers
-from lipsync.batch_cli import main
+from lipsync.batch.worker import default_workers
+from lipsync.cli.batch import main
 code = main([{str(manifest)!r}, "--workers", "2", "--checkpoint_path", {str(checkpoint)!r}, "--device", "cpu"])
 print(json.dumps({{"code": code, "default_workers": default_workers()}}))
 """
@@ -199,8 +198,8 @@ import contextlib, io, sys
 sys.path.insert(0, {str(ROOT)!r})
 from webapp import AppConfig, WebApp
 page = WebApp(AppConfig.from_environment()).build()
-from lipsync.__main__ import main
-from lipsync import restorer
+from lipsync.cli import main
+from lipsync.restore import backends as restorer
 said_err = io.StringIO()
 with contextlib.redirect_stderr(said_err):
     code = main(["--face", {str(face_photo)!r}, "--audio", {str(speech)!r}, "--outfile", {str(tmp_path / "out.mp4")!r},

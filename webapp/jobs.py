@@ -16,8 +16,21 @@ from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from lipsync import (DEFAULT_CHECKPOINT, CHECKPOINTS, LipSyncError, Options, default_enhance, display_copy,
-                     draw_boxes, enhance_seconds, face_preview, face_scan, face_timeline, gpu_seconds, shared_engine)
+from lipsync import (
+    CHECKPOINTS,
+    DEFAULT_CHECKPOINT,
+    LipSyncError,
+    Options,
+    default_enhance,
+    display_copy,
+    draw_boxes,
+    enhance_seconds,
+    face_preview,
+    face_scan,
+    face_timeline,
+    gpu_seconds,
+    shared_engine,
+)
 
 from .config import AppConfig
 from .files import JobFolders

@@ -2,8 +2,9 @@
 
 Two transports, chosen by measurement (bench/RESULTS.md, #23):
 - the page's own client (static/live.js): microphone audio up in small POSTs to /live/audio, every frame down with its
-  own sound in one streamed response from /live/stream (lipsync.wire), played on the AudioContext clock. Two plain
-  routes on Gradio's server: nothing more to install or run, and they pass the proxies Gradio's event stream passes;
+  own sound in one streamed response from /live/stream (lipsync.live.messages), played on the AudioContext clock. Two
+  plain routes on Gradio's server: nothing more to install or run, and they pass the proxies Gradio's event stream
+  passes;
 - the compatible mode, Gradio's own streaming (a streaming microphone, a streamed video of short segments): slower
   (about two seconds behind), kept for a page where the first stays blank.
 
@@ -27,8 +28,19 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import gradio as gr
 import numpy as np
 
-from lipsync import (Ended, LipSyncError, LiveSession, Options, face_preview, live_frame_message, live_hello,
-                     live_microphone, live_refusal, read_microphone_piece, write_live_segment)
+from lipsync import (
+    Ended,
+    LipSyncError,
+    LiveSession,
+    Options,
+    face_preview,
+    live_frame_message,
+    live_hello,
+    live_microphone,
+    live_refusal,
+    read_microphone_piece,
+    write_live_segment,
+)
 
 from .api import positional_validator
 from .config import AppConfig
@@ -50,7 +62,8 @@ ZERO_GPU_NOTE = (
     "while it is made. For live mode, duplicate this Space onto dedicated hardware (a GPU, or a CPU upgrade at a "
     "lower frame rate), or run it on your own machine (`python app.py`, then open /live).")
 TEMPLATE = """<div class="lipsync-live">
-  <div><button class="live-start lg primary">Start</button> <button class="live-stop lg secondary" disabled>Stop</button>
+  <div><button class="live-start lg primary">Start</button>
+  <button class="live-stop lg secondary" disabled>Stop</button>
   <span class="live-status">Upload an avatar, then press Start and allow the microphone.</span></div>
   <canvas width="512" height="512" style="max-width:100%;background:#111;margin-top:8px"></canvas>
 </div>"""
@@ -106,7 +119,8 @@ class LiveServer:
     # --- the page's own client: two routes on Gradio's server ---
 
     async def stream(self, request: Any) -> Any:
-        """GET live/stream?ticket=…: one live session, its frames streamed back as they are made (lipsync.wire).
+        """GET live/stream?ticket=…: one live session, its frames streamed back as they are made
+        (lipsync.live.messages).
 
         The frames are made on a thread that hands over one message at a time: a page that stops reading holds
         that thread, and the session skips the frames it missed when the page reads again (it never queues them).
@@ -233,7 +247,7 @@ class LiveServer:
     def push(self, audio: str | None, request: gr.Request) -> None:
         """A piece of microphone audio (the WAV file Gradio received), into this visitor's running session (dropped
         when none runs yet). Read within bounds, never as a whole file on trust: its size, rate, layout and length
-        are checked before its samples are (lipsync.wire.read_microphone_piece)."""
+        are checked before its samples are (lipsync.live.messages.read_microphone_piece)."""
         with self.lock:
             live = self.gradio_sessions.get(request.session_hash or "local")
         if live is None or not audio:

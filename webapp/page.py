@@ -59,7 +59,7 @@ class Controls:
 
 def build(web: WebApp) -> gr.Blocks:
     """The whole app: the main page, then the Live page (webapp.live)."""
-    config, jobs = web.config, web.jobs
+    config = web.config
     controls = Controls()
     # Gradio deletes its temp files (uploads, copies of results) with the results; webapp.files sweeps the rest.
     with gr.Blocks(title="lipsync", delete_cache=(CLEAN_EVERY_S, max(1, int(config.keep_minutes * 60)))) as demo:

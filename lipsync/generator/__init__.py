@@ -6,7 +6,7 @@
     graph.py            the OpenVINO graph built from the numpy weights (batch norm folded; no torch)
     lazy.py             LazyModel: one checkpoint on one device, loaded only as far as a backend needs
     torch_backend.py    PyTorch: CUDA, MPS, fp16, and the fallback
-    openvino_backend.py OpenVINO on a CPU: built, cached on disk (lipsync.ovmodels), self-checked, fp32
+    openvino_backend.py OpenVINO on a CPU: built, cached on disk (lipsync.openvino_models), self-checked, fp32
     choice.py           which backend runs, the fallback to PyTorch, one choice per engine
     runner.py           ModelRunner: crops -> network input -> backend -> faces, out-of-memory retries
 

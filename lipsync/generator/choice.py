@@ -47,7 +47,7 @@ class SafeBackend:
     def __call__(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:
         try:
             return self.backend(mels, faces)
-        except Exception as err:  # noqa: BLE001  (any failure of the fast path: PyTorch takes over)
+        except Exception as err:
             if isinstance(self.backend, TorchBackend):
                 raise
             if not torch_available():
@@ -89,7 +89,7 @@ def choose_backend(network: LazyModel | Any, device: str, precision: str = "fp32
         return pytorch(f"{precision} runs on PyTorch", torch_missing(f"--precision {precision}", "use fp32"))
     try:
         import openvino  # noqa: F401
-    except Exception as err:  # noqa: BLE001  (ImportError, or a broken native library)
+    except Exception as err:
         return pytorch(f"OpenVINO not available ({one_line(err)}); pip install openvino for about 1.7x the speed "
                        "on a CPU", LipSyncError(f"Neither OpenVINO nor PyTorch is installed, and one of them runs "
                                                 f"the model. Install OpenVINO with `pip install openvino` "
@@ -99,7 +99,7 @@ def choose_backend(network: LazyModel | Any, device: str, precision: str = "fp32
                            precision)
     except LipSyncError:
         raise  # the checkpoint itself is bad (missing, damaged, not Wav2Lip): the user's error, not OpenVINO's
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         log.warning("OpenVINO could not run the model (%s); using PyTorch", one_line(err))
         return pytorch(f"OpenVINO failed ({one_line(err)})",
                        LipSyncError(f"OpenVINO could not run the model ({one_line(err)}), and PyTorch, which would "

@@ -1,6 +1,6 @@
 """Running SyncNet: OpenVINO fp32 on a CPU (built from the weights, cached on disk), PyTorch on a GPU or as fallback.
 
-- CPU: the OpenVINO graph of lipsync.scoring.graph, cached by lipsync.ovmodels under the
+- CPU: the OpenVINO graph of lipsync.scoring.graph, cached by lipsync.openvino_models under the
   weights' SHA256 (a later start reads neither the weights nor torch), compiled in fp32
   (enforced: OpenVINO would pick bf16 on CPUs with AMX) with one static shape per batch
   size; a short last batch is padded when that costs fewer windows than compiling. A fresh
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import ovmodels
+from .. import openvino_models as ovmodels
 from ..devices import (
     cpu_threads,
     import_torch,
@@ -178,7 +178,7 @@ def load_syncnet(weights: str | None = None, device: str = "cpu", *, backend: st
             return load_openvino(path, threads or cpu_threads(), batch)
         except LipSyncError:
             raise
-        except Exception as err:  # noqa: BLE001  (not installed, or failed to build, compile or check)
+        except Exception as err:
             if backend == "openvino":
                 raise LipSyncError(f"OpenVINO cannot run SyncNet here ({type(err).__name__}: {err}). Use the "
                                    "pytorch backend.") from None

@@ -6,9 +6,9 @@
   (measured with ffmpeg 9: 25 ms for 44.1/48 kHz sound, 69 ms for 16 kHz): that bias is not
   reproduced, the sound is decoded from the file itself.
 - Frames: decoded at exactly 25 fps by ffmpeg's `-r 25`, the official conversion, so frames
-  are repeated or dropped by time exactly as there (lipsync.video.read_frames), streamed.
-- Boxes: the project's own detector or tracker (lipsync.faces.get_detector, run through a
-  clip by lipsync.detection.ClipDetection) on those frames, in one pass that keeps only the
+  are repeated or dropped by time exactly as there (lipsync.media.video.read_frames), streamed.
+- Boxes: the project's own detector or tracker (lipsync.faces.detectors.get_detector, run through a
+  clip by lipsync.faces.detection.ClipDetection) on those frames, in one pass that keeps only the
   boxes. A frame without a face takes a box interpolated between the nearest frames that
   have one (the official interpolates inside a track the same way), or the nearest one's
   before the first and after the last face; the official would cut the track there instead.
@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .. import ffmpeg
-from ..detection import AnyDetector, ClipDetection
 from ..errors import LipSyncError
-from ..probe import MediaInfo
-from ..video import read_frames
+from ..faces.detection import AnyDetector, ClipDetection
+from ..media import ffmpeg
+from ..media.probe import MediaInfo
+from ..media.video import read_frames
 
 SAMPLE_RATE = 16_000
 FPS = 25  # SyncNet's frame rate: 4 MFCC frames and 640 samples per video frame

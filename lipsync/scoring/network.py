@@ -73,7 +73,8 @@ class SyncNet(nn.Module):
 
 
 def build_syncnet(weights: Weights, device: str | torch.device = "cpu") -> SyncNet:
-    """The network holding `weights` (names and shapes checked, e.g. by read_syncnet_weights), eval mode, on `device`."""
+    """The network holding `weights` (names and shapes checked, e.g. by read_syncnet_weights), in eval mode, on
+    `device`."""
     with torch.device("meta"):
         model = SyncNet()
     model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}, assign=True)

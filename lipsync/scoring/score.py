@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import LipSyncError
-from ..probe import MediaInfo, probe_media
+from ..media.probe import MediaInfo, probe_media
 from .backends import load_syncnet
 from .crops import CROP_SCALE, crop_face, crop_whole, smooth_track
 from .inputs import FPS, expected_frames, face_boxes, frames_at_25, read_pcm16
@@ -109,7 +109,7 @@ def score_video(video: str, audio: str | None = None, *, weights: str | None = N
     t = time.perf_counter()
     if crop == "face":
         from ..devices import resolve_device
-        from ..faces import get_detector
+        from ..faces.detectors import get_detector
 
         choice = get_detector(detector, resolve_device(device), allow_download=download)
         boxes, missing = face_boxes(info, choice.detector, progress)
