@@ -38,14 +38,14 @@ NVIDIA_DRIVER_PATHS = ("/proc/driver/nvidia", "/dev/nvidiactl")
 GPU_REQUIREMENTS = "requirements-gpu.txt"  # what installs PyTorch (and S3FD) on top of the CPU install
 
 
-def no_gpu_here() -> bool:
+def no_gpu_here(platform: str | None = None, driver_paths: tuple[str, ...] = GPU_DRIVER_PATHS) -> bool:
     """True on Linux with no GPU driver at all: then 'auto' is the CPU, known without importing torch.
 
     Importing torch costs about 1.3 s of a CPU job's start, and a CPU job on OpenVINO needs
     no torch at all. Anywhere else (a driver present, macOS, Windows) torch itself is asked,
-    as before.
-    """
-    return sys.platform.startswith("linux") and not any(os.path.exists(p) for p in GPU_DRIVER_PATHS)
+    as before. `platform` and `driver_paths` are this machine's unless given (tests)."""
+    platform = sys.platform if platform is None else platform
+    return platform.startswith("linux") and not any(os.path.exists(p) for p in driver_paths)
 
 
 def nvidia_driver_present() -> bool:

@@ -135,3 +135,19 @@ def test_the_environment_is_read_in_one_place():
             continue
         found = [line.strip() for line in path.read_text().splitlines() if READS.search(line)]
         assert not found, f"{path.relative_to(ROOT)} reads the environment itself: {found}"
+
+
+def test_the_docs_list_every_environment_variable_as_declared():
+    import lipsync.environment as environment
+    import webapp.config  # noqa: F401  (declares the web app's variables)
+
+    page = (ROOT / "docs" / "limits-and-errors.md").read_text()
+    assert environment.describe() in page, "docs/limits-and-errors.md's table differs from the declarations"
+
+
+def test_the_readme_stays_short_and_its_links_resolve():
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which is not there"

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
@@ -66,7 +66,7 @@ class LiveFrame:
         return self.weight > 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Planned:
     """What rendering a frame needs, taken from the stream's state (so rendering can run outside a lock)."""
 
@@ -99,6 +99,11 @@ class LiveSync:
     def samples(self) -> int:
         """Input samples received so far (silence filled in included)."""
         return self._stream.samples
+
+    @property
+    def held_samples(self) -> int:
+        """Input samples kept for frames still to come (bounded by the look-ahead and `max_backlog`)."""
+        return len(self._audio)
 
     def span(self, index: int) -> tuple[int, int]:
         """The input samples that play with frame `index`."""
@@ -165,6 +170,13 @@ class LiveSync:
         self.next_frame += count
         self._trim()
         return planned
+
+    def idle_if_late(self, planned: list[_Planned], started_by: float) -> list[_Planned]:
+        """`planned` with the speaking frames whose time is before `started_by` (seconds into the session) made
+        idle, counted as late: the model cannot start them in time, so they go out with the avatar's own mouth."""
+        late = {p.index for p in planned if p.weight > 0 and p.index / self.fps < started_by}
+        self.late_frames += len(late)
+        return [replace(p, weight=0.0) if p.index in late else p for p in planned]
 
     def render(self, planned: list[_Planned]) -> list[LiveFrame]:
         """Run the model on the frames that speak and paste their mouths (no stream state is touched)."""
@@ -323,12 +335,8 @@ class LiveSession:
                 if self.sync.ready() == 0:
                     self.sync.fill_silence(self.sync.next_frame)
                 planned = self.sync.plan(self.sync.max_batch)
-            now = self._clock() - self.started
-            for p in planned:
-                if p.weight > 0 and now > p.index / self.fps + LOOKAHEAD_SECONDS + grace + late:
-                    p.weight = 0.0
-                    self.sync.late_frames += 1
-            yield from self.sync.render(planned)
+            started_by = self._clock() - self.started - LOOKAHEAD_SECONDS - grace - late
+            yield from self.sync.render(self.sync.idle_if_late(planned, started_by))
 
     def close(self, why: Ended = None) -> None:  # type: ignore[assignment]
         """End the session and free its slot (idempotent; the first ending is the one kept)."""

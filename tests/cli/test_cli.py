@@ -125,13 +125,13 @@ def test_stopping_leaves_no_output_no_temp_file_and_no_ffmpeg(how, checkpoint, t
     assert _processes_mentioning(str(face)) == []
 
 
-def test_readme_flag_table_lists_every_flag_the_cli_takes():
-    """The README's table is checked against the declarations the CLI is built from."""
+def test_the_flag_table_lists_every_flag_the_cli_takes():
+    """docs/cli.md's table is checked against the declarations the CLI is built from."""
     import re
 
     from lipsync.cli.sync import build_parser
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "cli.md").read_text()
     table = readme[readme.index("| flag | meaning (default) |"):]
     table = table[: table.index("\n\n")]
     documented = {m.group(1) for m in re.finditer(r"^\| `(--\w+)", table, re.M)}
@@ -152,13 +152,13 @@ def test_every_setting_is_declared_through_setting():
         setting(1, " ")
 
 
-def test_readme_exit_statuses_are_the_ones_the_commands_return():
+def test_the_documented_exit_statuses_are_the_ones_the_commands_return():
     import re
 
     from lipsync.cli import flags
     from lipsync.interrupts import Terminated
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "cli.md").read_text()
     table = readme.split("| status | meaning")[1].split("\n\n")[0]
     documented = {int(code) for code in re.findall(r"^\| (\d+) \|", table, flags=re.M)}
     assert documented == {0, flags.EXIT_FAILED, flags.EXIT_USAGE, flags.EXIT_BUG,

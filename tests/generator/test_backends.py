@@ -205,17 +205,14 @@ def test_cpu_job_on_a_cached_model_imports_no_torch(checkpoint, tmp_path, model_
     assert max(np.abs(a.astype(int) - b).max() for a, b in zip(fast, slow)) <= 2  # 1 level, then x264
 
 
-def test_no_gpu_driver_means_cpu_without_asking_torch(monkeypatch):
+def test_no_gpu_driver_means_cpu_without_asking_torch(tmp_path):
     from lipsync import devices
 
-    monkeypatch.setattr(devices.sys, "platform", "linux")
-    monkeypatch.setattr(devices.os.path, "exists", lambda path: False)
-    assert devices.no_gpu_here() and devices.resolve_device("auto") == "cpu"
-    monkeypatch.setattr(devices.os.path, "exists", lambda path: path == "/proc/driver/nvidia")
-    assert not devices.no_gpu_here()  # a driver: torch is asked, as before
-    monkeypatch.setattr(devices.sys, "platform", "darwin")
-    monkeypatch.setattr(devices.os.path, "exists", lambda path: False)
-    assert not devices.no_gpu_here()  # MPS cannot be ruled out without torch
+    absent, present = str(tmp_path / "no-driver"), str(tmp_path)
+    assert devices.no_gpu_here("linux", (absent,))
+    assert not devices.no_gpu_here("linux", (absent, present))  # a driver: torch is asked, as before
+    assert not devices.no_gpu_here("darwin", (absent,))  # MPS cannot be ruled out without torch
+    assert devices.GPU_DRIVER_PATHS[:2] == devices.NVIDIA_DRIVER_PATHS  # what a driver leaves, NVIDIA's first
 
 
 def test_missing_openvino_falls_back_with_the_reason_in_the_result(checkpoint, tmp_path, monkeypatch):
@@ -269,7 +266,6 @@ def test_pytorch_is_forced_or_kept_where_openvino_does_not_apply(checkpoint):
     assert ModelRunner(model, "cpu", backend="pytorch").backend_label == "pytorch (chosen with --backend pytorch)"
     assert choice.choose_backend(model, "cuda").name == "pytorch"  # CUDA and MPS: PyTorch, always
     assert choice.choose_backend(model, "mps", choice="openvino").name == "pytorch"
-    assert Options(backend="pytorch").backend == "pytorch" and Options().backend == "auto"
     with pytest.raises(LipSyncError, match="Unknown backend"):
         Options(backend="tensorrt")
 

@@ -110,7 +110,7 @@ def test_audio_nobody_takes_frames_for_is_dropped_not_hoarded(avatar, runner):
     for chunk in pieces(media.speech_samples(10.0), [1600]):
         sync.push(chunk)
         assert sync.samples - sync.span(sync.next_frame)[0] <= (LOOKAHEAD_SECONDS + 1.0) * SAMPLE_RATE
-        assert len(sync._audio) <= (LOOKAHEAD_SECONDS + 1.0) * SAMPLE_RATE + 1600
+        assert sync.held_samples <= (LOOKAHEAD_SECONDS + 1.0) * SAMPLE_RATE + 1600
     frames = sync.take()
     assert sync.dropped_frames > 150 and 20 <= len(frames) <= 26  # about the last second's frames
     assert frames[0].index == sync.dropped_frames

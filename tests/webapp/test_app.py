@@ -24,13 +24,13 @@ def test_app_builds_with_named_endpoint(web):
     assert any(dep.get("api_name") == "lipsync" for dep in config["dependencies"])
 
 
-def test_readme_names_every_parameter_of_the_lipsync_endpoint(web):
-    """The README's list of /lipsync parameter names is the endpoint's own, in its order (no drift)."""
+def test_the_docs_name_every_parameter_of_the_lipsync_endpoint(web):
+    """The docs' list of /lipsync parameter names is the endpoint's own, in its order (no drift)."""
     import re
 
     info = web.build().get_api_info()
     served = [p["parameter_name"] for p in info["named_endpoints"]["/lipsync"]["parameters"]]
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "web-app.md").read_text()
     listed = re.search(r"^The names: (.*?)(?: \(|\.\n)", text, flags=re.M | re.S).group(1)
     assert re.findall(r"`(\w+)`", listed) == served
 

@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow  # a server in a child process, and whole jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 HOURS_AGO = time.time() - 3 * 3600
 
 
@@ -128,8 +129,9 @@ def test_a_script_with_a_new_session_per_request_is_capped_by_address_when_the_o
     assert len(refused) < 5  # the address's own share still runs
 
 
-def _blocks(language: str) -> list[str]:
-    return re.findall(rf"^```{language}\n(.*?)^```", README.read_text(), flags=re.M | re.S)
+def _blocks(language: str, page: Path = README) -> list[str]:
+    """The code blocks of one language in the README or a docs page, in order."""
+    return re.findall(rf"^```{language}\n(.*?)^```", page.read_text(), flags=re.M | re.S)
 
 
 def _readme_files(folder: Path) -> None:
@@ -146,7 +148,7 @@ def _readme_files(folder: Path) -> None:
     for name in ("speech.mp3", "voice.m4a"):
         subprocess.run([ffmpeg_exe(), "-v", "error", "-y", "-i", str(folder / "speech.wav"), str(folder / name)],
                        check=True)
-    (folder / "jobs.csv").write_text(_blocks("csv")[0])  # the README's own manifest
+    (folder / "jobs.csv").write_text(_blocks("csv", DOCS / "batch.md")[0])  # the docs' own manifest
 
 
 def _run(command: list[str] | str, folder: Path, env: dict) -> str:
@@ -157,28 +159,34 @@ def _run(command: list[str] | str, folder: Path, env: dict) -> str:
 
 
 def test_the_readme_examples_run_as_written(site, checkpoint, tmp_path):
-    """Every Python example of the README, the batch and CLI command lines, in README order: the API example
-    against the served app (its URL the only change), the others on the files they name. Not run here: setting
-    up (run.sh, .ci/run, pip install), pushing to a Space, a Ray cluster, the benchmark."""
+    """Every Python example and command line of the README and of the docs pages they link to (batch, Python API),
+    in order: the gradio_client example against the served app (its URL the only change), the others on the files
+    they name. Not run here: setting up (run.sh, .ci/run, pip install), pushing to a Space, a Ray cluster, the
+    benchmark."""
     _readme_files(tmp_path)
     env = dict(os.environ, LIPSYNC_CHECKPOINT=str(checkpoint), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
                GRADIO_TEMP_DIR=str(tmp_path / "downloads"))
     python = shlex.quote(sys.executable)
-    api, batch_api, engine_api, live_api = _blocks("python")
+    engine_api, api = _blocks("python")
     out = _run([sys.executable, "-c", api.replace("http://127.0.0.1:7860/", site["url"])], tmp_path, env)
     result = next(word for word in out.split() if word.endswith(".mp4"))  # print(result, stats): the MP4 first
     assert probe_media(result).has_video and "frames" in out
-    commands = [b for b in _blocks("bash") if b.startswith(("python -m lipsync batch jobs.csv", ".venv/bin/python -m"))]
-    assert len(commands) == 2  # the batch and the one-clip command lines
-    _run("set -e\n" + commands[0].replace("python -m", f"{python} -m"), tmp_path, env)
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anna_de.mp4", "ben_de.mp4", "carl_de.mp4"]
-    assert json.loads((tmp_path / "results.json").read_text())["totals"]["skipped"] == 3  # the rerun skipped all
-    out = _run([sys.executable, "-c", batch_api], tmp_path, env)
-    assert "1 done" in out and (tmp_path / "out" / "a.mp4").exists() and (tmp_path / "report.json").exists()
-    _run("set -e\n" + commands[1].replace(".venv/bin/python", python), tmp_path, env)
+    (cli,) = [b for b in _blocks("bash") if b.startswith(".venv/bin/python -m lipsync")]
+    _run("set -e\n" + cli.replace(".venv/bin/python", python), tmp_path, env)
     assert probe_media(str(tmp_path / "result.mp4")).has_video and probe_media(str(tmp_path / "talking.mp4")).has_audio
     out = _run([sys.executable, "-c", engine_api], tmp_path, env)
     assert probe_media(str(tmp_path / "out.mp4")).has_video and "frames" in out
+
+    (batch_cli,) = [b for b in _blocks("bash", DOCS / "batch.md") if b.startswith("python -m lipsync batch jobs.csv")]
+    _run("set -e\n" + batch_cli.replace("python -m", f"{python} -m"), tmp_path, env)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anna_de.mp4", "ben_de.mp4", "carl_de.mp4"]
+    assert json.loads((tmp_path / "results.json").read_text())["totals"]["skipped"] == 3  # the rerun skipped all
+    (batch_api,) = _blocks("python", DOCS / "batch.md")
+    out = _run([sys.executable, "-c", batch_api], tmp_path, env)
+    assert "1 done" in out and (tmp_path / "out" / "a.mp4").exists() and (tmp_path / "report.json").exists()
+
+    same_as_readme, live_api = _blocks("python", DOCS / "python-api.md")
+    assert same_as_readme == engine_api
     out = _run([sys.executable, "-c", live_api], tmp_path, env)  # a live session: chunks in, frames out
     assert int(out.split()[0]) >= 15 and "0.04 s of audio each" in out, out
     shutil.rmtree(tmp_path / "downloads", ignore_errors=True)
