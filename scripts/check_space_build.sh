@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Would the Space build? For each Python that ZeroGPU offers (3.10, 3.12) found here: a fresh virtualenv,
 # `pip install -r requirements.txt` as Spaces run it, then the page built with SPACES_ZERO_GPU set and the
-# stand-in `spaces` module of tests/stand_ins (the real one needs the Spaces infrastructure).
+# stand-in `spaces` module of tests/support/stand_ins (the real one needs the Spaces infrastructure).
 # Usage: bash scripts/check_space_build.sh [python ...]   (default: python3.10 and python3.12, or pyenv's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +24,7 @@ for py in "${pythons[@]}"; do
   start=$(date +%s)
   "$work/venv-$version/bin/pip" install -q --disable-pip-version-check -r requirements.txt
   echo "   installed in $(( $(date +%s) - start )) s; torch $("$work/venv-$version/bin/python" -c 'import torch; print(torch.__version__)')"
-  if SPACES_ZERO_GPU=true HF_HUB_OFFLINE=1 PYTHONPATH="tests/stand_ins:." GRADIO_ANALYTICS_ENABLED=False \
+  if SPACES_ZERO_GPU=true HF_HUB_OFFLINE=1 PYTHONPATH="tests/support/stand_ins:." GRADIO_ANALYTICS_ENABLED=False \
       "$work/venv-$version/bin/python" -W error::DeprecationWarning:gradio -c \
       "from webapp import AppConfig, WebApp; c = AppConfig.from_environment(); demo = WebApp(c).build(); assert c.zero_gpu; print('   page built:', len(demo.fns), 'events')"; then
     echo "   ok"

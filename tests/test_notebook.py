@@ -2,7 +2,7 @@
 
 The notebook is executed in a real Jupyter kernel (nbclient + ipykernel: Colab's kernel is an
 ipykernel too), so its form fields, display calls and error rendering behave as they do there.
-Colab's own `google.colab.files` is replaced by tests/stand_ins/google/colab (uploads from a list
+Colab's own `google.colab.files` is replaced by tests/support/stand_ins/google/colab (uploads from a list
 of paths, downloads recorded); the setup cell's install is skipped ($LIPSYNC_NOTEBOOK_SKIP_INSTALL)
 and the model is the session's random-weight checkpoint.
 """
@@ -28,7 +28,7 @@ from lipsync.media.ffmpeg import ffmpeg_exe
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "notebooks" / "lipsync_colab.ipynb"
-STAND_INS = ROOT / "tests" / "stand_ins"
+STAND_INS = ROOT / "tests" / "support" / "stand_ins"
 COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/([^/\s)]+/[^/\s)]+)/blob/main/"
                         r"notebooks/lipsync_colab\.ipynb")
 VIDEO_SOURCE = re.compile(r'<video[^>]*>\s*<source type="video/mp4" src="data:video/mp4;base64,([A-Za-z0-9+/=]+)"')
