@@ -54,7 +54,7 @@ class LipSync:
         # (the PyTorch model is then not loaded, torch not even imported) or built from the checkpoint; elsewhere
         # the PyTorch model loaded. Not on a background thread: a process that ends while OpenVINO compiles (a job
         # refused right away) could hang in interpreter shutdown; this costs 0.4-1 s of start-up instead.
-        backend_for(self.network, self.device)
+        backend_for(self.network, self.device, "auto")  # the default arithmetic (lipsync.options: precision)
         warming.join()
         self.allow_download = allow_download
         self.live_slots = LiveSlots(LIVE_SESSIONS.read())

@@ -31,6 +31,7 @@ a face restorer can do the same):
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -168,6 +169,18 @@ def _from_cache(folder: Path, ir_name: str, prepare: Callable[[Any], T], core: A
     except Exception as err:
         log.info("Cached OpenVINO model at %s unreadable (%s); building it again", folder, err)
         return None, "built again, the cached copy was damaged"
+
+
+@functools.lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as OpenVINO reports it: there bf16 runs about
+    twice as fast as fp32, elsewhere OpenVINO would emulate it (no faster). False when OpenVINO is missing."""
+    try:
+        import openvino as ov
+
+        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001  (no OpenVINO, or no CPU plugin: then there is no bf16 to choose)
+        return False
 
 
 def cpu_config(threads: int, streams: int = 1, precision: str = "fp32") -> dict[str, Any]:

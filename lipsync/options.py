@@ -27,7 +27,7 @@ NO_POINT = (-1, -1)
 BLEND_MODES = ("box", "feather", "mouth")
 ENHANCERS = ("none", "gfpgan")  # lipsync.restore.enhance
 DETECTORS = ("auto", "s3fd", "blazeface", "haar")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 BACKENDS = ("auto", "openvino", "pytorch")  # lipsync.generator.choice
 ENCODERS = ("auto", "libx264", "h264_nvenc")
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -108,9 +108,11 @@ class Options:
         (-1, -1), "a point in the first frame (pixels after resize, rotate and crop) on the face to sync, when "
                   "several are visible; that face is followed for the whole clip (blazeface detector). -1 -1: "
                   "the most prominent face", metavar=("X", "Y"))
-    precision: str = setting("fp32", "the model's arithmetic: fp32 gives the official numbers; fp16 (GPU) and "
-                                     "bf16 are faster with small differences in the mouth (on a CPU bf16 runs on "
-                                     "OpenVINO: about 2x its fp32 where the CPU has bf16 arithmetic, fp32 elsewhere)",
+    precision: str = setting("auto", "the model's arithmetic: 'auto' is bf16 where the CPU computes it natively "
+                                     "(AVX512-BF16 or AMX, as OpenVINO reports: about 1.6-2x faster, the mouth within "
+                                     "a few levels of fp32's) and fp32 elsewhere, GPUs included; fp32 gives the "
+                                     "official numbers exactly; fp16 (GPU) and bf16 force the faster arithmetic (the "
+                                     "stats say which ran)",
                              choices=PRECISIONS)
     backend: str = setting("auto", "library that runs the model on a CPU: 'openvino' (about 1.7x faster in fp32; "
                                    "built from the weights once and cached under ~/.cache/lipsync/models or "

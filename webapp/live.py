@@ -56,6 +56,9 @@ MAX_POST_BYTES = 2 * 16000  # a second of 16 kHz int16 audio in one post, at mos
 POST_SECONDS = 5.0  # a post's body must arrive within this (the page sends 20-40 ms of audio at a time)
 READER_STALL_SECONDS = 3.0  # a frame the page's connection has not taken for this long: the page stopped reading
 RATES = [("Automatic (what this machine holds)", 0.0), ("25 fps", 25.0), ("20 fps", 20.0), ("12.5 fps", 12.5)]
+PRECISIONS = [("Automatic (bf16 where the CPU computes it natively, else fp32)", "auto"), ("fp32 (exact)", "fp32"),
+              ("bf16 (faster where the CPU has it)", "bf16")]
+EXAMPLE_AVATAR = Path(__file__).resolve().parents[1] / "examples" / "astronaut.jpg"
 ZERO_GPU_NOTE = (
     "**Live mode does not run on this Space.** ZeroGPU lends a GPU for one call of a minute or two, and a live "
     "session holds the model for as long as you speak. What you can do here: the first page, whose result plays "
@@ -87,7 +90,7 @@ class LiveServer:
         return self.jobs.engine({"checkpoint_path": self.jobs.checkpoint_choices()[0]})
 
     def options(self, rate: float, precision: str) -> Options:
-        return self.jobs.options({"blend": "mouth", "live_fps": rate or 0.0, "precision": precision or "fp32"})
+        return self.jobs.options({"blend": "mouth", "live_fps": rate or 0.0, "precision": precision or "auto"})
 
     def avatar_check(self, avatar: str | None) -> tuple[bool, str]:
         """Whether the avatar has a face, and the note that says so, as soon as it is uploaded (the session would
@@ -285,11 +288,12 @@ class LiveServer:
                     avatar = gr.File(label="Avatar: a photo, or a short clip (it loops back and forth)",
                                      file_types=["image", "video"], type="filepath", height=120)
                     avatar_note = gr.Markdown()
+                    if EXAMPLE_AVATAR.is_file():  # something to click before you have a photo of your own
+                        gr.Examples([[str(EXAMPLE_AVATAR)]], inputs=[avatar],
+                                    label="Example avatar (public-domain NASA portrait)")
                     with gr.Accordion("Settings", open=False):
                         rate = gr.Radio(RATES, value=0.0, label="Frame rate (lower holds up on a slow machine)")
-                        precision = gr.Radio([("fp32 (exact)", "fp32"),
-                                              ("bf16 (faster where the CPU has it)", "bf16")],
-                                             value="fp32", label="Arithmetic")
+                        precision = gr.Radio(PRECISIONS, value="auto", label="Arithmetic")
                 with gr.Column(scale=1):
                     client = gr.HTML("", html_template=TEMPLATE, js_on_load=(STATIC / "live.js").read_text())
             with gr.Accordion("Compatible mode: through Gradio's own streaming, if the view above stays blank "

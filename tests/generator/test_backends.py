@@ -283,3 +283,23 @@ def test_numpy_audio_path_is_bit_identical_to_librosa():
     assert np.array_equal(audio.stft_magnitude(emphasised),
                           np.abs(librosa.stft(y=emphasised, n_fft=800, hop_length=200, win_length=800)))
     assert np.array_equal(audio._mel_basis(), librosa.filters.mel(sr=16000, n_fft=800, n_mels=80, fmin=55, fmax=7600))
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(checkpoint, real_inputs):
+    """--precision auto (the default): bf16 on a CPU with native bf16 when OpenVINO runs the model, fp32 elsewhere
+    (PyTorch on a CPU, GPUs); the label says which ran, and the faces stay within a few levels of fp32's."""
+    from lipsync.generator.choice import resolve_precision
+    from lipsync.openvino_models import native_bf16
+
+    expected = "bf16" if native_bf16() else "fp32"
+    assert resolve_precision("auto", "cpu") == expected == resolve_precision("auto", "cpu", "openvino")
+    assert resolve_precision("auto", "cpu", "pytorch") == "fp32" == resolve_precision("auto", "cuda")
+    assert resolve_precision("fp32", "cpu") == "fp32" and resolve_precision("bf16", "cuda") == "bf16"
+    assert Options().precision == "auto"
+    crops, mels = real_inputs
+    model = load_model(str(checkpoint))
+    auto = ModelRunner(model, "cpu", precision="auto")
+    if auto.backend.name == "openvino":
+        assert f"OpenVINO {__import__('openvino').__version__.split('-')[0]} {expected}," in auto.backend_label
+    diff = np.abs(auto(crops, mels).astype(int) - ModelRunner(model, "cpu", precision="fp32")(crops, mels))
+    assert diff.max() <= 8 and diff.mean() < 0.5, (diff.max(), diff.mean())
