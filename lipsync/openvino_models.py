@@ -179,7 +179,7 @@ def native_bf16() -> bool:
         import openvino as ov
 
         return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    except Exception:  # noqa: BLE001  (no OpenVINO, or no CPU plugin: then there is no bf16 to choose)
+    except Exception:  # no OpenVINO, or no CPU plugin: then there is no bf16 to choose
         return False
 
 
