@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fit_box_map as fit
+import fit_box_map as fit  # also puts the repository on the path
 
 from lipsync.faces.boxmap import BoxMap
 from lipsync.faces.detectors import HaarDetector

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fit_box_map as fit
+import fit_box_map as fit  # also puts the repository and tests/ on the path
 import media
 
 from lipsync.faces import s3fd

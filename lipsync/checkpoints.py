@@ -326,7 +326,7 @@ class _LegacyFile:
     """A legacy checkpoint: the pickles, then every storage (int64 count + bytes) in the order of the key list."""
 
     def __init__(self, path: str) -> None:
-        self.file = open(path, "rb")
+        self.file = open(path, "rb")  # kept open until close(): storages are read later
         self.storages: dict[str, _Storage] = {}
         try:
             size = os.fstat(self.file.fileno()).st_size

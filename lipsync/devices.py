@@ -57,7 +57,7 @@ def import_torch() -> ModuleType | None:
     """torch, or None when it is not installed (the CPU install) or does not import (a broken install)."""
     try:
         import torch
-    except Exception:
+    except Exception:  # ImportError, or a native library that fails to load
         return None
     return torch
 

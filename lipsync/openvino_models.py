@@ -166,7 +166,7 @@ def _from_cache(folder: Path, ir_name: str, prepare: Callable[[Any], T], core: A
         value = prepare(model)
         timings["read_compile_s"] = time.perf_counter() - t
         return Made(value, model, "cached"), "cached"
-    except Exception as err:
+    except Exception as err:  # a damaged entry: build again
         log.info("Cached OpenVINO model at %s unreadable (%s); building it again", folder, err)
         return None, "built again, the cached copy was damaged"
 

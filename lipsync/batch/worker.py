@@ -43,7 +43,7 @@ class Worker:
             self.engine = LipSync(engine_options.checkpoint_path, engine_options.device, allow_download, threads)
         except LipSyncError as err:
             self.load_error = str(err)
-        except Exception as err:
+        except Exception as err:  # reported as a sentence; the batch decides
             self.load_error = f"Loading the model failed ({type(err).__name__}: {err})."
 
     def ready(self) -> str | None:
@@ -67,7 +67,7 @@ class Worker:
                                       progress=lambda stage, done, total: check())
         except LipSyncError as err:
             return JobResult.of(job, "failed", str(err), seconds=time.perf_counter() - start)
-        except Exception as err:
+        except Exception as err:  # a bug, but one clip's bug must not cost the batch
             if DEBUG.read():
                 log.exception("job %s", job.row)
             return JobResult.of(job, "failed", f"Unexpected error ({type(err).__name__}: {err}); this is a bug in "

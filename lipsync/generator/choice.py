@@ -48,7 +48,7 @@ class SafeBackend:
     def __call__(self, mels: np.ndarray, faces: np.ndarray) -> np.ndarray:
         try:
             return self.backend(mels, faces)
-        except Exception as err:
+        except Exception as err:  # any failure of the fast path: PyTorch takes over
             if isinstance(self.backend, TorchBackend):
                 raise
             if not torch_available():
@@ -90,7 +90,7 @@ def choose_backend(network: LazyModel | Any, device: str, precision: str = "fp32
         return pytorch(f"{precision} runs on PyTorch", torch_missing(f"--precision {precision}", "use fp32"))
     try:
         import openvino  # noqa: F401
-    except Exception as err:
+    except Exception as err:  # ImportError, or a broken native library
         return pytorch(f"OpenVINO not available ({one_line(err)}); pip install openvino for about 1.7x the speed "
                        "on a CPU", LipSyncError(f"Neither OpenVINO nor PyTorch is installed, and one of them runs "
                                                 f"the model. Install OpenVINO with `pip install openvino` "

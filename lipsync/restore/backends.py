@@ -140,7 +140,7 @@ class SafeRestorer:
     def __call__(self, faces: np.ndarray) -> np.ndarray:
         try:
             return self.backend(faces)
-        except Exception as err:
+        except Exception as err:  # any failure of the fast path: PyTorch takes over
             if isinstance(self.backend, TorchRestorer):
                 raise
             reason = f"OpenVINO failed at inference ({_one_line(err)}); PyTorch took over"

@@ -178,7 +178,7 @@ def load_syncnet(weights: str | None = None, device: str = "cpu", *, backend: st
             return load_openvino(path, threads or cpu_threads(), batch)
         except LipSyncError:
             raise
-        except Exception as err:
+        except Exception as err:  # not installed, or failed to build, compile or check
             if backend == "openvino":
                 raise LipSyncError(f"OpenVINO cannot run SyncNet here ({type(err).__name__}: {err}). Use the "
                                    "pytorch backend.") from None

@@ -15,7 +15,7 @@ import os
 calls: list[dict] = []
 
 
-def GPU(task=None, *, duration=None, size=None):
+def GPU(task=None, *, duration=None, size=None):  # the real package's name
     def request(fn, args, kwargs):
         seconds = duration(*args, **kwargs) if callable(duration) else (duration or 60)
         calls.append({"fn": fn.__name__, "duration": seconds, "size": size})
