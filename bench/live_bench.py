@@ -31,6 +31,7 @@ Note the load average: on a shared machine the figures move with it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -39,6 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
@@ -76,43 +78,87 @@ def browser(pw, extra: list[str] = ()):
 
 
 def bench_streamed(seconds: float, checkpoint: Path, work: Path) -> None:
+    """Click -> first frame played -> end, for the streamed page and for the plain one, and where the streamed
+    page's first seconds go: the handler starting, the job's first segment, Gradio's copy of it, the browser's
+    first playlist that lists it, its fetch, the first frame played."""
     import media
-    from app_server import serving
     from playwright.sync_api import sync_playwright
+
+    from webapp import jobs
 
     speech = media.make_speech(work / f"speech-{seconds:.0f}s.wav", seconds)
     face = ROOT / "examples" / "astronaut.mp4"
     print(f"## streamed result: {face.name} + {seconds:.0f} s of speech, load average before {load()}")
-    for label, stream in (("streamed (this page)", "1"), ("whole file at the end (before)", "0")):
-        os.environ["LIPSYNC_STREAM_RESULT"] = stream
-        with serving(checkpoint, work / f"server-{stream}.log", work / f"out-{stream}") as url:
-            with sync_playwright() as pw:
-                page = browser(pw).new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(url, wait_until="load", timeout=60_000)
-                page.locator("input[type=file][accept*='image']").first.set_input_files(str(face))
-                page.locator("input[type=file][accept*='audio']").first.set_input_files(str(speech))
-                page.get_by_text("Green: with padding").wait_for(timeout=120_000)
-                page.get_by_role("button", name="Sync lips").click()
-                start, first, end = time.time(), None, None
-                while time.time() - start < 30 * seconds:
-                    state = page.evaluate("""() => ({
-                        played: Array.from(document.querySelectorAll('video')).some(v => !v.src.includes('original')
-                                && v.currentTime > 0),
-                        ready: Array.from(document.querySelectorAll('video')).some(v => v.readyState >= 2
-                                && !v.src.includes('original')),
-                        done: document.body.innerText.includes('without a face')})""")
-                    now = time.time() - start
-                    if first is None and (state["played"] or (stream == "0" and state["ready"])):
-                        first = now
-                    if state["done"]:
-                        end = now
-                        if first is not None:
-                            break
-                    page.wait_for_timeout(100)
-                print(f"{label:32s} first frame {first if first is None else round(first, 1)} s, "
-                      f"end {end if end is None else round(end, 1)} s")
-                page.close()
+    marks: dict[str, float] = {}
+    original_segments = jobs.segments_then_result
+
+    def segments_then_result(events, progress, folder):  # the handler's side of the timeline
+        marks.setdefault("handler started", time.time())
+        chunks = 0
+        for event in original_segments(events, progress, folder):
+            if isinstance(event, str):
+                marks.setdefault("first segment handed to Gradio", time.time())
+                marks["last chunk handed to Gradio"] = time.time()
+                chunks += 1
+            else:
+                marks["the job's result"] = time.time()
+                print(f"chunks handed to Gradio: {chunks}")
+            yield event
+
+    jobs.segments_then_result = segments_then_result
+    for label, stream in (("streamed (this page)", True), ("whole file at the end (before)", False)):
+        marks.clear()
+        with serving_here(checkpoint, work, stream_result=stream) as (url, _), sync_playwright() as pw:
+            page = browser(pw).new_page(viewport={"width": 1400, "height": 1000})
+            page.on("response", lambda r: _note_stream_response(r, marks))
+            page.goto(url, wait_until="load", timeout=60_000)
+            page.locator("input[type=file][accept*='image']").first.set_input_files(str(face))
+            page.locator("input[type=file][accept*='audio']").first.set_input_files(str(speech))
+            page.get_by_text("Green: with padding").wait_for(timeout=120_000)
+            page.wait_for_timeout(2000)  # the page settled: previews done, the model warm
+            page.get_by_role("button", name="Sync lips").click()
+            start, first, end = time.time(), None, None
+            marks["click"] = start
+            while time.time() - start < 30 * seconds:
+                state = page.evaluate("""() => ({
+                    played: Array.from(document.querySelectorAll('video')).some(v => !v.src.includes('original')
+                            && v.currentTime > 0),
+                    ready: Array.from(document.querySelectorAll('video')).some(v => v.readyState >= 2
+                            && !v.src.includes('original')),
+                    done: document.body.innerText.includes('without a face')})""")
+                now = time.time() - start
+                if first is None and (state["played"] or (not stream and state["ready"])):
+                    first = now
+                    marks["first frame played"] = time.time()
+                if state["done"]:
+                    end = now
+                    marks.setdefault("the stats shown (the end)", time.time())
+                    if first is not None:
+                        break
+                page.wait_for_timeout(50)
+            print(f"{label:32s} first frame {first if first is None else round(first, 1)} s, "
+                  f"end {end if end is None else round(end, 1)} s")
+            if stream:
+                print("| step (streamed page) | seconds after the click |")
+                print("|---|---:|")
+                for name, at in sorted(marks.items(), key=lambda kv: kv[1]):
+                    print(f"| {name} | {at - start:.2f} |")
+            page.close()
+    jobs.segments_then_result = original_segments
     print(f"load average after {load()}")
+
+
+def _note_stream_response(response, marks: dict[str, float]) -> None:
+    """The browser's side of the streamed result's timeline: the first playlist listing a segment, its fetch."""
+    url = response.url
+    if "playlist.m3u8" in url and "first playlist listing a segment" not in marks:
+        try:
+            if "#EXTINF" in response.text():
+                marks["first playlist listing a segment"] = time.time()
+        except Exception:  # a response the browser dropped: no text to read
+            pass
+    elif "/stream/" in url and url.split("?")[0].endswith(".ts"):
+        marks.setdefault("first segment fetched by the player", time.time())
 
 
 def onsets(times: list[tuple[float, float]], quiet: float = 0.5) -> list[float]:
@@ -179,8 +225,35 @@ setInterval(() => document.querySelectorAll('video').forEach(v => {
 """
 
 
+PRECISION_LABELS = {"auto": "Automatic", "fp32": "fp32 (exact)", "bf16": "bf16 (faster"}
+
+
+@contextlib.contextmanager
+def serving_here(checkpoint: Path, work: Path, stream_result: bool = True) -> Iterator[tuple[str, object]]:
+    """The web app served from this process (as `python app.py` serves it), so its live sessions' traces and its
+    handlers' timings can be read: (url, the WebApp)."""
+    from app_server import free_port
+
+    os.environ.update(LIPSYNC_CHECKPOINT=str(checkpoint), LIPSYNC_OUTPUT_DIR=str(work / "out-here"),
+                      GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1")
+    from webapp import AppConfig, WebApp
+
+    config = AppConfig.from_environment()
+    web = WebApp(config.with_changes(stream_result=config.stream_result and stream_result))
+    demo = web.build()
+    demo.queue()
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    web.live.mount(demo.app)
+    web.warm_up()  # as WebApp.serve does, on its own thread, once the server is up
+    try:
+        yield f"http://127.0.0.1:{port}/", web
+    finally:
+        demo.close()
+
+
 def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, rate: float,
-               precision: str = "fp32") -> None:
+               precision: str = "auto") -> None:
     from app_server import serving
     from playwright.sync_api import sync_playwright
 
@@ -189,7 +262,10 @@ def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, r
     mode = "Gradio's own streaming (compatible mode)" if compatible else "streamed HTTP response (the live view)"
     print(f"## live, {mode}: astronaut photo, {len(planned)} tone bursts in {seconds:.0f} s, "
           f"frame rate {'auto' if not rate else rate}, {precision}; load average before {load()}")
-    with serving(checkpoint, work / "server-live.log", work / "out-live") as url:
+    server = serving(checkpoint, work / "server-live.log", work / "out-live") if compatible else \
+        serving_here(checkpoint, work)
+    with server as served:
+        url, web = served if isinstance(served, tuple) else (served, None)
         with sync_playwright() as pw:
             b = browser(pw, [f"--use-file-for-fake-audio-capture={wav}%noloop"])
             page = b.new_context(permissions=["microphone"], viewport={"width": 1400, "height": 1100}).new_page()
@@ -201,10 +277,10 @@ def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, r
             if rate:
                 page.get_by_role("button", name="Settings ▼").click()
                 page.get_by_label(f"{rate:g} fps").check()
-            if precision != "fp32":
+            if precision != "auto":
                 if not rate:
                     page.get_by_role("button", name="Settings ▼").click()
-                page.get_by_label("bf16", exact=False).check()
+                page.get_by_label(PRECISION_LABELS[precision], exact=False).check()
             page.wait_for_timeout(1000)
             if compatible:
                 page.get_by_text("Compatible mode").click()
@@ -222,8 +298,11 @@ def bench_live(seconds: float, checkpoint: Path, work: Path, compatible: bool, r
                 kept.write_text(json.dumps(events))  # for a closer look; the work folder goes
                 print(f"events: {kept}")
                 report_live(events, seconds)
-            if not compatible and page.locator(".live-stop").is_enabled():  # else the time limit ended it
-                page.locator(".live-stop").click()
+                if page.locator(".live-stop").is_enabled():  # else the time limit ended it
+                    page.locator(".live-stop").click()  # the session ends: the server keeps its trace
+                page.wait_for_timeout(1500)
+                if web is not None and web.live.traces:
+                    report_budget(events, web.live.traces[-1])
             b.close()
     print(f"load average after {load()}")
 
@@ -258,13 +337,66 @@ def report_live(events: list[dict], seconds: float) -> None:
           f"(mean {statistics.mean(e['n'] for e in sent) / 16 if sent else 0:.0f} ms of audio each)")
 
 
+def report_budget(events: list[dict], trace) -> None:
+    """Where the time goes, step by step, from a frame's first sample captured to its sound heard (medians over the
+    session's frames; ms): the page's client log and the server's trace, on the host's one wall clock."""
+    hello = next(e for e in events if e["k"] == "hello")
+    epoch = lambda perf_ms: (hello["origin"] + perf_ms) / 1000  # noqa: E731  (the page's clock to time.time())
+    sent = [e for e in events if e["k"] == "sent"]
+    cumulative = np.cumsum([e["n"] for e in sent])
+    counts = [n for _, n in trace.pushes]
+
+    def captured(sample: int) -> tuple[float, float]:
+        """(when input sample `sample` was captured, when the post holding it left), epoch seconds."""
+        k = int(np.searchsorted(cumulative, sample, side="right"))
+        post = sent[min(k, len(sent) - 1)]
+        return epoch(post["t"] - (cumulative[min(k, len(sent) - 1)] - sample) / 16.0), epoch(post["t"])
+
+    rows: dict[str, list[float]] = {name: [] for name in BUDGET_STEPS}
+    played = {e["i"]: e for e in events if e["k"] == "play"}
+    for index, frame in list(trace.frames.items()):
+        play = played.get(index)
+        ready = trace.arrival(frame.needed_sample, counts)
+        if play is None or ready is None or not frame.sent or frame.needed_sample >= cumulative[-1]:
+            continue
+        start, _ = captured(frame.first_sample)
+        needed, posted = captured(frame.needed_sample)
+        arrived, heard = epoch(play["t"]), epoch(play["heard"])
+        marks = [start, needed, posted, ready, frame.planned, frame.rendered, frame.encoded, frame.sent, arrived,
+                 heard]
+        for values, a, b in zip(rows.values(), marks, marks[1:]):
+            values.append(1000 * (b - a))
+        rows["total: first sample captured -> its sound heard"].append(1000 * (heard - start))
+    print("| step | median ms | 90th percentile |")
+    print("|---|---:|---:|")
+    for name, values in rows.items():
+        if values:
+            print(f"| {name} | {np.median(values):.0f} | {np.percentile(values, 90):.0f} |")
+    print(f"(frames traced: {len(rows['total: first sample captured -> its sound heard'])}; the page's audio output "
+          f"latency it reports: {1000 * hello.get('out', 0):.0f} ms, inside the last step)")
+
+
+BUDGET_STEPS = (
+    "look-ahead: the window's last sample captured (Wav2Lip's 0.2 s + the STFT's half window)",
+    "capture chunk: that sample posted (AudioWorklet blocks, posts of 20 ms, one at a time)",
+    "post: to the server",
+    "waiting for the model (a batch, or the model busy with the one before)",
+    "model and paste",
+    "JPEG",
+    "hand-over to the connection",
+    "response: to the page",
+    "the page's play queue and audio output (JITTER, backlog)",
+    "total: first sample captured -> its sound heard",
+)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["streamed", "live"])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--compatible", action="store_true", help="live: Gradio's own streaming instead")
     parser.add_argument("--rate", type=float, default=0.0, help="live: a fixed frame rate (25, 20, 12.5)")
-    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="live: the generator's")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto", help="live: the generator's")
     parser.add_argument("--checkpoint", help="a real checkpoint instead of random weights")
     args = parser.parse_args()
     import media

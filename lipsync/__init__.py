@@ -39,7 +39,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "atomic": ("replacing",),
     "generator": ("load_model",),
     "media.probe": ("probe_media",),
-    "media.segments": ("Progress", "write_live_segment"),
+    "media.segments": ("Progress", "write_live_segment", "segment_spans"),
     "faces.preview": ("FacePreview", "draw_boxes"),
     "faces.timeline": ("face_timeline",),
     "faces.cache": ("prune_detection_cache",),
@@ -82,7 +82,7 @@ if TYPE_CHECKING:  # what `__getattr__` gives, for type checkers and editors (te
     from .live.messages import live_frame_message, live_hello, live_microphone, live_refusal, read_microphone_piece
     from .live.session import Ended, LiveFrame, LiveSession
     from .media.probe import probe_media
-    from .media.segments import Progress, write_live_segment
+    from .media.segments import Progress, segment_spans, write_live_segment
     from .options import DEVICES, EngineOptions, Options, flat_settings, server_limits
     from .results import SyncResult
     from .weights import CHECKPOINTS, DEFAULT_CHECKPOINT, available_checkpoints, resolve_checkpoint

@@ -159,7 +159,7 @@ class JobHandlers:
             # closed before the folder goes, whatever ends this generator: the job has stopped writing into it then
             with contextlib.closing(job.engine.sync_stream(job.face, job.audio, str(job.outfile), str(segments),
                                                            job.options)) as events:
-                for event in segments_then_result(events, progress):
+                for event in segments_then_result(events, progress, str(segments)):
                     if isinstance(event, str):
                         yield gr.skip(), event, gr.skip(), gr.skip(), gr.skip()
                     else:

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator
 
@@ -81,6 +82,7 @@ class LiveServer:
         self.ticket_seconds = config.keep_minutes * 60  # a ticket (an uploaded avatar) is forgotten after this
         self.tickets: dict[str, dict[str, Any]] = {}
         self.streams: dict[str, LiveSession] = {}
+        self.traces: deque = deque(maxlen=4)  # the last sessions' latency traces (bench/live_bench.py reads them)
         self.gradio_sessions: dict[str, dict[str, Any]] = {}
         self.lock = threading.Lock()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="lipsync-live")
@@ -150,24 +152,33 @@ class LiveServer:
         def end(why: Ended = Ended.CLOSED) -> None:  # every way the stream ends comes here: the slot is freed now
             session.close(why)
             with self.lock:
-                self.streams.pop(key, None)
+                if self.streams.pop(key, None) is not None:
+                    self.traces.append(session.trace)
+                    log.info("Live session ended (%s) after %.0f s at %g fps: %d frames made, %d late, %d skipped; "
+                             "server steps, median ms: %s", session.ended.value, session.elapsed(), session.fps,
+                             session.sync.next_frame, session.sync.late_frames, session.sync.dropped_frames,
+                             ", ".join(f"{k} {v:.0f}" for k, v in session.trace.steps().items()))
 
         handover: queue.Queue = queue.Queue(maxsize=1)  # the bound: one frame between the session and the page
         producer = self.pool.submit(_produce, session, handover, end)
 
-        def next_message() -> bytes:
+        def next_message() -> tuple[int, bytes]:
             while True:
                 try:
                     return handover.get(timeout=0.25)
                 except queue.Empty:
                     if session.closed and producer.done():
-                        return b""
+                        return -1, b""
 
         async def body():
             try:
                 yield live_hello(session, key)
-                while message := await run_in_threadpool(next_message):
+                while True:
+                    index, message = await run_in_threadpool(next_message)
+                    if not message:
+                        break
                     yield message
+                    session.trace.mark(index, "sent")  # resumed once the connection has taken it
             finally:  # the page stopped reading, or went away: everything is freed now
                 end()
 
@@ -336,9 +347,10 @@ def _produce(session: LiveSession, handover: queue.Queue, end: Callable[[], None
     try:
         for frame in session.frames(grace=STREAM_GRACE):
             message = live_frame_message(frame)
+            session.trace.mark(frame.index, "encoded")
             while not session.end_if_expired():  # the time limit holds even while the page does not read
                 try:
-                    handover.put(message, timeout=0.25)
+                    handover.put((frame.index, message), timeout=0.25)
                     break
                 except queue.Full:
                     continue
@@ -346,7 +358,7 @@ def _produce(session: LiveSession, handover: queue.Queue, end: Callable[[], None
         last = [live_refusal(session.reason)] if session.ended is Ended.TIME_LIMIT else []
         for message in [*last, b""]:
             try:
-                handover.put(message, timeout=1.0)
+                handover.put((-1, message), timeout=1.0)
             except queue.Full:
                 break
         end()

@@ -5,6 +5,7 @@ in `main()` (nothing at import), then the page built and served.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import gradio as gr
@@ -63,7 +64,20 @@ class WebApp:
                     allowed_paths=[str(EXAMPLES), str(app_dir(self.config.output_root))], mcp_server=mcp,
                     prevent_thread_lock=True)
         self.live.mount(demo.app)  # the live page's two routes, on Gradio's own server
+        if not self.config.zero_gpu:  # the model ready before the first click (on ZeroGPU, `prepare` loaded it)
+            threading.Thread(target=self.warm_up, name="lipsync-warm-up", daemon=True).start()
         demo.block_thread()
+
+    def warm_up(self) -> None:
+        """Load the page's default model and face detector now, so that the first job starts at once: a first
+        click otherwise waits for them (about 2 s on a CPU; bench/RESULTS.md, #31). A failure is only logged: the
+        job then says what is wrong."""
+        settings = {"checkpoint_path": self.jobs.checkpoint_choices()[0], "device": "auto"}
+        try:
+            engine = self.jobs.engine(settings)
+            engine.detector(self.jobs.options(settings))
+        except LipSyncError as err:
+            log.info("The model is loaded at the first job instead: %s", err)
 
 
 def kept_files(demo: gr.Blocks) -> set[str]:

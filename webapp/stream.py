@@ -1,8 +1,12 @@
 """The page's streamed result: the lip-synced video plays in the page while the job makes it.
 
-The job writes its MP4 and, from the same encode, MPEG-TS segments (keyframes at 1, 3, 5 s, then every 2 s); each
-finished segment is handed to Gradio's streamed video (`gr.Video(streaming=True)`), which plays them in order with
-hls.js. The MP4 for download is the very file the non-streaming job writes (tests pin it). API and MCP callers keep
+The job writes its MP4 and, from the same encode, MPEG-TS segments (0.5 s, 0.5 s, then a second each:
+lipsync.media.segments). They reach Gradio's streamed video (`gr.Video(streaming=True)`, played with hls.js) joined
+into chunks by `ChunkPacer`: the first at once, then chunks that grow with the player's lead. Gradio probes,
+decodes, re-encodes the sound of and remuxes every chunk it is given (about a quarter of a CPU second each), on the
+cores the job needs: one chunk a second would slow a minute's job by about a third on 2 cores, while a dozen chunks
+cost little, and a player that is seconds ahead loses nothing by waiting for a bigger one (bench/RESULTS.md, #31).
+The MP4 for download is the very file the non-streaming job writes (tests pin it). API and MCP callers keep
 /lipsync, which returns the MP4 when it is done.
 
 On ZeroGPU the page's job is still one GPU call: the decorated handler is a generator, and what it yields reaches the
@@ -14,11 +18,62 @@ and ffprobe on the PATH, which Gradio's streamed video needs (the job uses its o
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import gradio as gr
 
-from lipsync import Progress, SyncResult
+from lipsync import Progress, SyncResult, segment_spans
+
+LOW_WATER_SECONDS = 3.0  # the player this little ahead of where it plays: every finished segment goes at once
+
+
+class ChunkPacer:
+    """Which finished segments go to the player now, joined into one chunk (MPEG-TS segments join byte for byte).
+
+    The first segment goes at once (the first frame soon). Later ones wait, joined, while the player is well ahead:
+    a chunk goes once what waits is at least half the player's lead (so chunks grow with the lead, and their
+    number grows with the log of the clip's length), or at once when the lead is under LOW_WATER_SECONDS. The lead
+    is counted from when the first chunk went, as if it had started playing then: the player starts later, so it
+    is really further ahead than that."""
+
+    def __init__(self, folder: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.folder, self.clock = Path(folder), clock
+        self.known = 0  # segments of the folder seen so far
+        self.waiting: list[tuple[str, float]] = []  # (path, seconds) not handed over yet
+        self.sent_seconds = 0.0
+        self.first_sent: float | None = None
+        self.chunks = 0
+
+    def lead(self) -> float:
+        """Seconds of video handed over beyond where the player is at the latest."""
+        return self.sent_seconds - (self.clock() - self.first_sent) if self.first_sent is not None else 0.0
+
+    def ready(self, finished: bool = False) -> list[str]:
+        """The chunks to hand over now (paths), given the segments finished so far; all of them when `finished`."""
+        spans = segment_spans(str(self.folder))
+        self.waiting += [(path, end - start) for path, start, end in spans[self.known:]]
+        self.known = len(spans)
+        waiting = sum(seconds for _, seconds in self.waiting)
+        if not self.waiting or not (finished or self.first_sent is None or self.lead() < LOW_WATER_SECONDS
+                                    or waiting >= self.lead() / 2):
+            return []
+        return [self._join()]
+
+    def _join(self) -> str:
+        paths = [path for path, _ in self.waiting]
+        self.sent_seconds += sum(seconds for _, seconds in self.waiting)
+        self.first_sent = self.clock() if self.first_sent is None else self.first_sent
+        self.waiting = []
+        if len(paths) == 1:
+            return paths[0]
+        chunk = self.folder / f"chunk{self.chunks:05d}.ts"
+        self.chunks += 1
+        with open(chunk, "wb") as out:
+            for path in paths:
+                out.write(Path(path).read_bytes())
+        return str(chunk)
 
 
 def players(streaming: bool) -> tuple[gr.Video, gr.Video]:
@@ -30,14 +85,19 @@ def players(streaming: bool) -> tuple[gr.Video, gr.Video]:
     return result, streamed
 
 
-def segments_then_result(events: Iterator[Progress | str | SyncResult],
-                         progress: Callable) -> Iterator[str | SyncResult]:
-    """What `LipSync.sync_stream` hands out, for the page: progress reported, each segment's path passed on to
-    the streamed player, the SyncResult last."""
+def segments_then_result(events: Iterator[Progress | str | SyncResult], progress: Callable,
+                         folder: str) -> Iterator[str | SyncResult]:
+    """What `LipSync.sync_stream` hands out, for the page: progress reported, the finished segments (written to
+    `folder`) passed on to the streamed player in chunks (`ChunkPacer`), the SyncResult last."""
+    pacer = ChunkPacer(folder)
     for event in events:
         if isinstance(event, Progress):
             progress((event.done, max(event.total, 1)), desc=event.stage)
+            yield from pacer.ready()
+        elif isinstance(event, str):
+            yield from pacer.ready()
         else:
+            yield from pacer.ready(finished=True)
             yield event
 
 

@@ -33,6 +33,7 @@ from ..generator import LazyModel, ModelRunner
 from ..media.audio import HOP_LENGTH, LOOKAHEAD_SAMPLES, MEL_WINDOW, N_FFT, SAMPLE_RATE, MelStream, window_start
 from ..options import Options
 from .avatar import Avatar
+from .trace import LiveTrace
 
 if TYPE_CHECKING:
     from ..generator.network import Wav2Lip
@@ -279,6 +280,7 @@ class LiveSession:
         self._resamplers: dict[int, Callable[[np.ndarray], np.ndarray]] = {}
         self.started = clock()
         self.ended: Ended | None = None  # how the session ended, once it has (`reason` says it in words)
+        self.trace = LiveTrace()  # where each frame's time went (bounded; the latency budget reads it)
 
     @property
     def fps(self) -> float:
@@ -305,6 +307,7 @@ class LiveSession:
             self._check_open()
             resample = self._resamplers.setdefault(rate, _resampler(rate))
             self.sync.push(resample(samples))
+            self.trace.pushed(self.sync.samples)
             self._changed.notify_all()
 
     def take(self) -> list[LiveFrame]:
@@ -334,9 +337,16 @@ class LiveSession:
                     return
                 if self.sync.ready() == 0:
                     self.sync.fill_silence(self.sync.next_frame)
+                    self.trace.pushed(self.sync.samples)
                 planned = self.sync.plan(self.sync.max_batch)
+                for p in planned:
+                    self.trace.planned(p.index, self.sync.span(p.index)[0], self.sync.needed_samples(p.index) - 1,
+                                       p.weight > 0)
             started_by = self._clock() - self.started - LOOKAHEAD_SECONDS - grace - late
-            yield from self.sync.render(self.sync.idle_if_late(planned, started_by))
+            rendered = self.sync.render(self.sync.idle_if_late(planned, started_by))
+            for frame in rendered:
+                self.trace.mark(frame.index, "rendered")
+            yield from rendered
 
     def close(self, why: Ended = None) -> None:  # type: ignore[assignment]
         """End the session and free its slot (idempotent; the first ending is the one kept)."""

@@ -30,24 +30,30 @@ import numpy as np
 from ..errors import LipSyncError
 from . import ffmpeg
 
-FIRST_SEGMENT_SECONDS = 1.0
-SEGMENT_SECONDS = 2.0
+# Segment boundaries, seconds into the video: 0.5, 1, 2, 3, 4, ... The first is short, so a player has something to
+# play soon; the rest are a second each, so whoever hands them on can join as many as suits it (the web app joins
+# them into chunks that grow with the player's lead: webapp.stream.ChunkPacer).
 LIST_NAME = "segments.csv"
-POLL_SECONDS = 0.2  # how often a streaming job looks for a new segment when the job reports nothing
+POLL_SECONDS = 0.1  # how often a streaming job looks for a new segment when the job reports nothing
+
+
+def boundary(n: int) -> float:
+    """The n-th segment boundary (n >= 1): 0.5, 1, 2, 3, 4, ..."""
+    return 0.5 * n if n <= 2 else float(n - 1)
 
 
 def keyframe_args() -> list[str]:
-    """ffmpeg output options that put a keyframe at 0, 1, 3, 5, … seconds (the segment boundaries)."""
-    offset = SEGMENT_SECONDS - FIRST_SEGMENT_SECONDS
-    return ["-force_key_frames", f"expr:gte(t,{SEGMENT_SECONDS:g}*n_forced-{offset:g})"]
+    """ffmpeg output options that put a keyframe at 0 and at every segment boundary: `boundary` as an ffmpeg
+    expression of n_forced, the keyframes forced so far (frame 0 is the first); a test checks they agree."""
+    return ["-force_key_frames", "expr:gte(t,if(lte(n_forced,2),0.5*n_forced,n_forced-1))"]
 
 
 def segment_times(seconds: float) -> list[float]:
     """Where segments end, within a video of `seconds`."""
-    times, t = [], FIRST_SEGMENT_SECONDS
-    while t < seconds:
-        times.append(t)
-        t += SEGMENT_SECONDS
+    times, n = [], 1
+    while boundary(n) < seconds:
+        times.append(boundary(n))
+        n += 1
     return times
 
 
@@ -89,12 +95,17 @@ def tee_output(mp4: str, plan: SegmentPlan | None) -> list[str]:
 
 def finished_segments(folder: str) -> list[str]:
     """The segments ffmpeg has closed so far in `folder`, in order (it lists each one once it is complete)."""
+    return [path for path, _, _ in segment_spans(folder)]
+
+
+def segment_spans(folder: str) -> list[tuple[str, float, float]]:
+    """(path, start, end in seconds) of each segment ffmpeg has closed so far in `folder`, in order."""
     try:
         with open(os.path.join(folder, LIST_NAME), encoding="utf-8") as listing:
-            names = [line.split(",", 1)[0] for line in listing.read().splitlines() if line.strip()]
+            rows = [line.split(",") for line in listing.read().splitlines() if line.strip()]
     except FileNotFoundError:
         return []
-    return [os.path.join(folder, name) for name in names]
+    return [(os.path.join(folder, name), float(start), float(end)) for name, start, end, *_ in rows]
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,14 @@ import pytest
 
 from lipsync import Options, Progress, SyncResult
 from lipsync.media.ffmpeg import ffmpeg_exe
-from lipsync.media.segments import SegmentPlan, finished_segments, keyframe_args, segment_times, tee_output
+from lipsync.media.segments import (
+    SegmentPlan,
+    finished_segments,
+    keyframe_args,
+    segment_spans,
+    segment_times,
+    tee_output,
+)
 
 
 def decoded(path: str) -> np.ndarray:
@@ -41,8 +48,8 @@ def test_a_streamed_job_hands_out_segments_then_the_very_file_an_ordinary_job_wr
     segments = [e for e in events if isinstance(e, str)]
     assert isinstance(events[-1], SyncResult) and events[-1].frames == plain.frames == 52  # 2.2 s: 177 mel frames
     assert any(isinstance(e, Progress) and e.stage == "Syncing lips" for e in events)
-    # a segment of 1 s, then the rest (keyframes at 1 s, 3 s, ...): two for 2.2 s
-    assert [os.path.basename(s) for s in segments] == ["part00000.ts", "part00001.ts"]
+    # keyframes at 0.5, 1, 2, 3, ... s: four segments for 2.08 s (0.5, 0.5, 1 and the last 0.08 s)
+    assert [os.path.basename(s) for s in segments] == [f"part{i:05d}.ts" for i in range(4)]
     assert streamed_out.read_bytes() == (tmp_path / "plain.mp4").read_bytes()
     joined = tmp_path / "joined.ts"
     joined.write_bytes(b"".join(open(s, "rb").read() for s in segments))
@@ -66,9 +73,22 @@ def test_a_stream_nobody_reads_stops_the_job_and_leaves_no_file(engine, face_vid
     assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.endswith(".partial.mp4")]
 
 
-def test_segment_cut_points_follow_the_keyframes():
-    assert segment_times(7.2) == [1.0, 3.0, 5.0, 7.0] and segment_times(0.5) == []
-    assert keyframe_args() == ["-force_key_frames", "expr:gte(t,2*n_forced-1)"]  # 0, 1, 3, 5, ...
+def test_segment_cut_points_follow_the_keyframes(tmp_path):
+    """The boundaries (0.5, 1, 2, 3, ...) and the keyframes ffmpeg forces agree: the segments ffmpeg cuts have exactly
+    those lengths, and their listing says so."""
+    assert segment_times(4.5) == [0.5, 1.0, 2.0, 3.0, 4.0] and segment_times(0.5) == []
+    out, folder = tmp_path / "out.mp4", tmp_path / "segments"
+    folder.mkdir()
+    cmd = [ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x48:r=25:d=16", "-map", "0:v:0",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", *keyframe_args(), *tee_output(str(out),
+                                                                                   SegmentPlan(str(folder), 16.0))]
+    subprocess.run(cmd, check=True, capture_output=True)
+    frames = [len(decoded(path)) // (64 * 48) for path in finished_segments(str(folder))]  # grey frames
+    assert frames == [13, 12] + [25] * 15, frames  # at 25 fps the first cut is frame 13 (0.52 s)
+    spans = segment_spans(str(folder))  # the listing counts from 0 to the first cut as the encoder timed it (it
+    # delays its timestamps by its two B-frames, 0.08 s here), then each segment's own length
+    assert [round(end - start, 2) for _, start, end in spans[1:]] == [n / 25 for n in frames[1:]]
+    assert 0.5 <= spans[0][2] - spans[0][1] <= 0.6
 
 
 @pytest.mark.parametrize("name", ["o'u t[1]|x:y\\z.mp4", "plain.mp4", "100%d.mp4"])
@@ -81,7 +101,7 @@ def test_any_file_or_folder_name_survives_the_tee_muxer(tmp_path, name):
                                                                                                          4.0))]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
-    assert out.stat().st_size > 0 and len(finished_segments(str(folder))) == 3
+    assert out.stat().st_size > 0 and len(finished_segments(str(folder))) == 5  # 0.5, 0.5, 1, 1, 1 s
 
 
 def test_a_live_segment_holds_its_frames_and_their_sound(tmp_path):

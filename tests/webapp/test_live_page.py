@@ -418,3 +418,36 @@ def test_a_live_stream_nobody_reads_frees_the_slot_within_seconds(web, live_serv
         assert time.monotonic() - started < 3 + 2.5
     finally:
         stalled.close()
+
+
+def test_the_streamed_result_goes_to_the_player_in_chunks_that_grow_with_its_lead(tmp_path):
+    """The first segment at once; while the player is less than LOW_WATER_SECONDS ahead every segment at once; then
+    chunks of at least half the lead, joined byte for byte; the rest at the end."""
+    from webapp.stream import LOW_WATER_SECONDS, ChunkPacer
+
+    clock = [0.0]
+    pacer = ChunkPacer(str(tmp_path), clock=lambda: clock[0])
+    listing = tmp_path / "segments.csv"
+    rows: list[str] = []
+
+    def finish(seconds: float) -> list[str]:  # the job closes one more segment of `seconds`
+        start = float(rows[-1].split(",")[2]) if rows else 0.0
+        name = f"part{len(rows):05d}.ts"
+        (tmp_path / name).write_bytes(name.encode())
+        rows.append(f"{name},{start},{start + seconds}")
+        listing.write_text("\n".join(rows) + "\n")
+        return pacer.ready()
+
+    assert finish(0.5) == [str(tmp_path / "part00000.ts")]  # the first frame, at once
+    clock[0] = 0.2
+    assert len(finish(0.5)) == 1 and len(finish(1.0)) == 1  # under the low water mark: each at once
+    handed = []
+    for _ in range(30):  # a job at 4x real time: a second of video every 0.25 s
+        clock[0] += 0.25
+        handed += finish(1.0)
+    assert 3 <= len(handed) <= 8 and pacer.lead() >= LOW_WATER_SECONDS
+    assert all(Path(chunk).read_bytes().startswith(b"part") for chunk in handed)
+    rest = pacer.ready(finished=True)
+    assert pacer.sent_seconds == 32.0 and len(rest) <= 1
+    joined = b"".join(Path(p).read_bytes() for p in [*handed, *rest])
+    assert joined.endswith(b"part00032.ts")

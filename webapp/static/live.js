@@ -1,6 +1,7 @@
 // The live page's client (run by gr.HTML as js_on_load; `element` and `props` come from Gradio).
 // The microphone goes up as 16 kHz PCM in small POSTs (20 ms, more while one is on its way); the frames come
-// back in one streamed response, each in one message with its own sound (lipsync/wire.py). Sound and picture are played on the AudioContext's clock: a frame is drawn
+// back in one streamed response, each in one message with its own sound (lipsync/live/messages.py). Sound and
+// picture are played on the AudioContext's clock: a frame is drawn
 // when its sound is heard, so they stay together however late the network is. A short queue (JITTER) absorbs
 // uneven arrival; when frames come faster than they play, the queue is cut at MAX_AHEAD so the stream stays live,
 // and once a burst has pushed it past JITTER + TRIM, silent idle frames are left out until it is back: otherwise
@@ -99,7 +100,8 @@ async function start() {
       const hello = JSON.parse(new TextDecoder().decode(body));
       if (hello.error) { stop(hello.error); return; }
       r.key = hello.key;
-      log.events.push({ k: "hello", fps: hello.fps, fs: hello.faces_per_second, t: performance.now() });
+      log.events.push({ k: "hello", fps: hello.fps, fs: hello.faces_per_second, t: performance.now(),
+                        origin: performance.timeOrigin, out: (ctx.baseLatency || 0) + (ctx.outputLatency || 0) });
       canvas.width = hello.width;
       canvas.height = hello.height;
       stopButton.disabled = false;

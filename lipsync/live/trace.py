@@ -1,0 +1,81 @@
+"""Where a live frame's time goes, step by step, for the latency budget (bench/live_bench.py, bench/RESULTS.md).
+
+A session records, on the wall clock (time.time(), so a page on the same host can be
+compared with it): when each piece of audio arrived and how many samples there were then,
+and for each frame the sample it starts at, the sample it had to wait for (its window's
+end, the look-ahead), when it was planned (taken for the model), rendered (model and paste),
+encoded (JPEG) and handed to the connection. Bounded: the last MAX_FRAMES frames and pushes,
+a tuple each. `steps()` gives the server's share of the budget as medians; the page's share
+(capture, the post, the transport back, its play queue) is measured by its client.
+"""
+
+from __future__ import annotations
+
+import bisect
+import statistics
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+MAX_FRAMES = 5000
+
+
+@dataclass
+class FrameTrace:
+    """One frame's steps (wall-clock seconds; 0 where not reached)."""
+
+    index: int
+    first_sample: int  # the input sample its picture and sound start at
+    needed_sample: int  # the last input sample its mel window needs (the look-ahead's end)
+    speaking: bool
+    planned: float
+    rendered: float = 0.0
+    encoded: float = 0.0
+    sent: float = 0.0
+
+
+@dataclass
+class LiveTrace:
+    """A session's record of audio arrivals and frame steps (see the module docstring)."""
+
+    pushes: deque = field(default_factory=lambda: deque(maxlen=MAX_FRAMES * 4))  # (arrived, samples after it)
+    frames: dict[int, FrameTrace] = field(default_factory=dict)
+    _order: deque = field(default_factory=deque)
+
+    def pushed(self, samples_after: int) -> None:
+        self.pushes.append((time.time(), samples_after))
+
+    def planned(self, index: int, first_sample: int, needed_sample: int, speaking: bool) -> None:
+        self.frames[index] = FrameTrace(index, first_sample, needed_sample, speaking, time.time())
+        self._order.append(index)
+        while len(self._order) > MAX_FRAMES:
+            self.frames.pop(self._order.popleft(), None)
+
+    def mark(self, index: int, step: str) -> None:
+        """Record `step` ('rendered', 'encoded', 'sent') of frame `index` now (ignored for a forgotten frame)."""
+        frame = self.frames.get(index)
+        if frame is not None:
+            setattr(frame, step, time.time())
+
+    def arrival(self, sample: int, counts: list[int] | None = None) -> float | None:
+        """When the audio holding input sample `sample` arrived (the first push that reached it), or None.
+        `counts`: the pushes' sample counts, when the caller looks up many samples."""
+        counts = counts if counts is not None else [n for _, n in self.pushes]
+        at = bisect.bisect_right(counts, sample)
+        return self.pushes[at][0] if at < len(self.pushes) else None
+
+    def steps(self) -> dict[str, float]:
+        """Medians, in ms, of the server's steps over the frames that went all the way: the audio it waited for
+        arriving -> taken for the model (a batch, or the model busy with the one before), -> rendered (model and
+        paste), -> JPEG encoded, -> handed to the connection."""
+        rows: dict[str, list[float]] = {"ready -> planned": [], "planned -> rendered": [], "rendered -> encoded": [],
+                                        "encoded -> sent": []}
+        counts = [n for _, n in self.pushes]
+        for frame in list(self.frames.values()):
+            ready = self.arrival(frame.needed_sample, counts)
+            if ready is None or not frame.sent:
+                continue
+            marks = (ready, frame.planned, frame.rendered, frame.encoded, frame.sent)
+            for values, a, b in zip(rows.values(), marks, marks[1:]):
+                values.append(1000 * (b - a))
+        return {name: statistics.median(values) for name, values in rows.items() if values}
