@@ -7,6 +7,7 @@
     api.py      the handlers' signatures for the API, and the /lipsync description
     stream.py   the streamed result's players
     live.py     the Live page and its two routes (/live/stream, /live/audio)
+    live_transport.py  what bounds them: one frame handed over at a time, capped POSTs, stalled readers
     lanes.py    the queue in lanes: one visitor, or one address, cannot fill it
     files.py    the app's folders on disk, the cleaner, downloads capped at the upload limit
     static/     the Live page's client (live.js)

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 import numpy as np
@@ -35,7 +35,6 @@ from lipsync import (
     LiveSession,
     Options,
     face_preview,
-    live_frame_message,
     live_hello,
     live_microphone,
     live_refusal,
@@ -43,6 +42,7 @@ from lipsync import (
     write_live_segment,
 )
 
+from . import live_transport as transport
 from .api import positional_validator
 from .config import AppConfig
 from .files import JobFolders
@@ -52,10 +52,7 @@ from .lanes import Lane, Lanes
 log = logging.getLogger("lipsync.app")
 STATIC = Path(__file__).resolve().parent / "static"
 SEGMENTS_KEPT = 40  # Gradio reads each segment after it is yielded, on its own time: the older ones go
-STREAM_GRACE = 0.1  # s a frame waits for late microphone audio before it goes out idle
 MAX_POST_BYTES = 2 * 16000  # a second of 16 kHz int16 audio in one post, at most
-POST_SECONDS = 5.0  # a post's body must arrive within this (the page sends 20-40 ms of audio at a time)
-READER_STALL_SECONDS = 3.0  # a frame the page's connection has not taken for this long: the page stopped reading
 RATES = [("Automatic (what this machine holds)", 0.0), ("25 fps", 25.0), ("20 fps", 20.0), ("12.5 fps", 12.5)]
 PRECISIONS = [("Automatic (bf16 where the CPU computes it natively, else fp32)", "auto"), ("fp32 (exact)", "fp32"),
               ("bf16 (faster where the CPU has it)", "bf16")]
@@ -130,8 +127,8 @@ class LiveServer:
         The frames are made on a thread that hands over one message at a time: a page that stops reading holds
         that thread, and the session skips the frames it missed when the page reads again (it never queues them).
         The session ends, and frees its slot, when the page stops the stream, the tab goes away, the time limit
-        is reached, or a frame cannot be sent for READER_STALL_SECONDS (a page that stopped reading, whatever it
-        does next: its connection is closed then too).
+        is reached, or a frame cannot be sent for transport.READER_STALL_SECONDS (a page that stopped reading,
+        whatever it does next: its connection is closed then too).
         """
         from starlette.concurrency import run_in_threadpool
         from starlette.responses import Response
@@ -160,7 +157,7 @@ class LiveServer:
                              ", ".join(f"{k} {v:.0f}" for k, v in session.trace.steps().items()))
 
         handover: queue.Queue = queue.Queue(maxsize=1)  # the bound: one frame between the session and the page
-        producer = self.pool.submit(_produce, session, handover, end)
+        producer = self.pool.submit(transport.produce, session, handover, end)
 
         def next_message() -> tuple[int, bytes]:
             while True:
@@ -182,7 +179,7 @@ class LiveServer:
             finally:  # the page stopped reading, or went away: everything is freed now
                 end()
 
-        return _session_response(body(), lambda: end(Ended.READER_STOPPED))
+        return transport.session_response(body(), lambda: end(Ended.READER_STOPPED))
 
     async def audio(self, request: Any) -> Any:
         """POST live/audio?key=…: microphone audio for a running session (16 kHz int16 PCM, at most a second).
@@ -200,8 +197,8 @@ class LiveServer:
         if not declared.isdigit() or int(declared) > MAX_POST_BYTES:
             return Response(status_code=413)
         try:
-            body = await asyncio.wait_for(_read_body(request, MAX_POST_BYTES), POST_SECONDS)
-        except _TooLarge:
+            body = await asyncio.wait_for(transport.read_body(request, MAX_POST_BYTES), transport.POST_SECONDS)
+        except transport.TooLarge:
             return Response(status_code=413)
         except asyncio.TimeoutError:
             return Response(status_code=408)
@@ -340,65 +337,3 @@ class LiveServer:
 def _lane_validator(lane: Lane, demo: gr.Blocks, inputs: int) -> Callable:
     """Gradio's validator for an event of `inputs` inputs in `lane` (the lane's own; no setting to check)."""
     return positional_validator(lane.validator(demo), inputs)
-
-
-def _produce(session: LiveSession, handover: queue.Queue, end: Callable[[], None]) -> None:
-    """Make the session's frames and hand them over one at a time (the stream's only buffer); `end` when done."""
-    try:
-        for frame in session.frames(grace=STREAM_GRACE):
-            message = live_frame_message(frame)
-            session.trace.mark(frame.index, "encoded")
-            while not session.end_if_expired():  # the time limit holds even while the page does not read
-                try:
-                    handover.put((frame.index, message), timeout=0.25)
-                    break
-                except queue.Full:
-                    continue
-    finally:  # the last words, unless the page has stopped reading (it then ends on the closed session)
-        last = [live_refusal(session.reason)] if session.ended is Ended.TIME_LIMIT else []
-        for message in [*last, b""]:
-            try:
-                handover.put((-1, message), timeout=1.0)
-            except queue.Full:
-                break
-        end()
-
-
-class _TooLarge(Exception):
-    """A request body past its route's limit."""
-
-
-async def _read_body(request: Any, limit: int) -> bytes:
-    """The request's body, read in pieces and refused (_TooLarge) as soon as it passes `limit` bytes."""
-    body = bytearray()
-    async for piece in request.stream():
-        body += piece
-        if len(body) > limit:
-            raise _TooLarge
-    return bytes(body)
-
-
-def _session_response(body: AsyncIterator[bytes], stalled: Callable[[], None]) -> Any:
-    """A streamed response that gives up on a reader who stopped reading: a message the connection has not taken
-    within READER_STALL_SECONDS calls `stalled` (the session ends, its slot is free) and the connection is closed
-    (uvicorn logs that the response was left incomplete). A page that goes away is seen as Starlette sees it."""
-    from starlette.responses import StreamingResponse
-
-    class SessionResponse(StreamingResponse):
-        async def stream_response(self, send: Any) -> None:
-            try:
-                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-                async for message in self.body_iterator:
-                    await asyncio.wait_for(send({"type": "http.response.body", "body": message, "more_body": True}),
-                                           READER_STALL_SECONDS)
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-            except asyncio.TimeoutError:
-                log.info("A live stream's reader took no frame for %.0f s: its session ended", READER_STALL_SECONDS)
-                stalled()
-            finally:  # also when cancelled (the page went away): the session ends now, not when collected
-                await self.body_iterator.aclose()  # type: ignore[attr-defined]
-
-    return SessionResponse(body, media_type="application/octet-stream",
-                           headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-
-

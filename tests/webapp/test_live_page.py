@@ -213,9 +213,9 @@ def test_a_stream_whose_reader_stops_taking_frames_ends_and_frees_its_session(we
     the response ends, whatever the client does next."""
     import asyncio
 
-    from webapp import live as live_page
+    from webapp import live_transport as transport
 
-    monkeypatch.setattr(live_page, "READER_STALL_SECONDS", 0.3)
+    monkeypatch.setattr(transport, "READER_STALL_SECONDS", 0.3)
     stalled, closed, sent = [], [], []
 
     async def frames():
@@ -233,7 +233,7 @@ def test_a_stream_whose_reader_stops_taking_frames_ends_and_frees_its_session(we
     async def receive():  # the client neither reads nor goes away
         await asyncio.sleep(3600)
 
-    response = live_page._session_response(frames(), lambda: stalled.append(True))
+    response = transport.session_response(frames(), lambda: stalled.append(True))
     asyncio.run(asyncio.wait_for(response({"type": "http", "asgi": {"spec_version": "2.3"}}, receive, send), 5))
     assert stalled == [True] and closed == [True] and sent[0] == "http.response.start"
 
@@ -247,14 +247,14 @@ def test_the_time_limit_holds_while_nobody_takes_the_frames(monkeypatch):
 
     from lipsync import Ended, LiveSession
     from lipsync.live.session import LiveSync
-    from webapp import live as live_page
+    from webapp import live_transport as transport
 
     avatar = _small_avatar()
     released, ended = [], []
     session = LiveSession(LiveSync(avatar, shade_by_window, fps=25), time_limit=1.0,
                           release=lambda: released.append(1))
     handover = queue.Queue(maxsize=1)  # never read: the page stopped reading
-    thread = threading.Thread(target=live_page._produce, args=(session, handover, lambda: ended.append(1)))
+    thread = threading.Thread(target=transport.produce, args=(session, handover, lambda: ended.append(1)))
     thread.start()
     thread.join(timeout=5)
     assert not thread.is_alive() and session.ended is Ended.TIME_LIMIT and released == [1] and ended == [1]
@@ -342,7 +342,7 @@ def test_a_microphone_post_is_checked_before_its_body_is_read(web, live_server, 
     kept within a few MB of where it was."""
     import concurrent.futures
 
-    from webapp import live as live_page
+    from webapp import live_transport as transport
 
     with PeakRSS() as rss:
         status, seconds = raw_post(live_server, "/live/audio?key=nope", 300 << 20)
@@ -360,7 +360,7 @@ def test_a_microphone_post_is_checked_before_its_body_is_read(web, live_server, 
             declared = raw_post(live_server, f"/live/audio?key={key}", 300 << 20)
             undeclared = raw_post(live_server, f"/live/audio?key={key}", 300 << 20, declare=False)
         assert declared[0] in (413, 0) and undeclared[0] in (413, 0) and rss.rise_mb < 30, (declared, undeclared)
-        monkeypatch.setattr(live_page, "POST_SECONDS", 1.0)
+        monkeypatch.setattr(transport, "POST_SECONDS", 1.0)
         trickled = raw_post(live_server, f"/live/audio?key={key}", 20, piece=1, pause=0.2)  # 4 s for 20 bytes
         assert trickled[0] == 408, trickled  # given up after POST_SECONDS: the body's end never counted
     finally:
@@ -399,16 +399,16 @@ def test_a_live_stream_nobody_reads_frees_the_slot_within_seconds(web, live_serv
     """The issue's unread stream held the only live slot forever, past the time limit. Now the session ends when
     its frames are not taken (READER_STALL_SECONDS, once the connection's buffers are full), and at its time limit
     even while unread."""
-    from webapp import live as live_page
+    from webapp import live_transport as transport
 
-    monkeypatch.setattr(live_page, "READER_STALL_SECONDS", 1.0)
+    monkeypatch.setattr(transport, "READER_STALL_SECONDS", 1.0)
     _, ticket = web.live.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
     stalled = _stalled_stream(live_server, ticket)
     try:
         assert _free_again(live_server, ticket, within=30) < 30
     finally:
         stalled.close()
-    monkeypatch.setattr(live_page, "READER_STALL_SECONDS", 600.0)  # only the time limit can end it now
+    monkeypatch.setattr(transport, "READER_STALL_SECONDS", 600.0)  # only the time limit can end it now
     monkeypatch.setenv("LIPSYNC_LIVE_SECONDS", "3")
     _, ticket = web.live.ticket(str(EXAMPLES / "astronaut.jpg"), 25.0, "fp32")
     stalled = _stalled_stream(live_server, ticket)
