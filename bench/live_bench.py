@@ -344,7 +344,6 @@ def report_budget(events: list[dict], trace) -> None:
     epoch = lambda perf_ms: (hello["origin"] + perf_ms) / 1000  # noqa: E731  (the page's clock to time.time())
     sent = [e for e in events if e["k"] == "sent"]
     cumulative = np.cumsum([e["n"] for e in sent])
-    counts = [n for _, n in trace.pushes]
 
     def captured(sample: int) -> tuple[float, float]:
         """(when input sample `sample` was captured, when the post holding it left), epoch seconds."""
@@ -356,12 +355,15 @@ def report_budget(events: list[dict], trace) -> None:
     speaking: dict[str, list[float]] = {name: [] for name in BUDGET_STEPS}
     played = {e["i"]: e for e in events if e["k"] == "play"}
     for index, frame in list(trace.frames.items()):
-        play = played.get(index)
-        ready = trace.arrival(frame.needed_sample, counts)
-        if play is None or ready is None or not frame.sent or frame.needed_sample >= cumulative[-1]:
+        play, source = played.get(index), trace.source(frame.needed_sample)
+        if play is None or source is None or not frame.sent:  # source None: silence stood in for late audio
             continue
-        start, _ = captured(frame.first_sample)
-        needed, posted = captured(frame.needed_sample)
+        ready, needed_sample = source
+        first_sample = needed_sample - (frame.needed_sample - frame.first_sample)
+        if needed_sample >= cumulative[-1] or first_sample < 0:
+            continue
+        start, _ = captured(first_sample)
+        needed, posted = captured(needed_sample)
         arrived, heard = epoch(play["t"]), epoch(play["heard"])
         marks = [start, needed, posted, ready, frame.planned, frame.rendered, frame.encoded, frame.sent, arrived,
                  heard]

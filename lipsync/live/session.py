@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 
 LOOKAHEAD_SECONDS = LOOKAHEAD_SAMPLES / SAMPLE_RATE
 LIVE_RATES = (25.0, 20.0, 12.5, 10.0)  # frame rates a session may choose, fastest first
-HEADROOM = 0.7  # the generator may use this share of the host: pasting, encoding and transport need the rest
+# The generator, one face at a time, may take this share of a frame's time: in speech every frame needs it, and
+# pasting, JPEG, the transport and (on the same machine) the browser need the rest. At 0.7 a 2-core host chose 25
+# fps and fell behind in speech (the model waited 0.2 s a frame); at 0.6 it chose 12.5 fps and kept up (#31).
+HEADROOM = 0.6
 MAX_BACKLOG_SECONDS = 30.0  # audio held beyond the look-ahead (a speech synthesiser may push whole sentences)
 STARVED_GRACE_SECONDS = 0.1  # how long past its time a frame waits for late audio before it goes out idle
 LATE_SECONDS = 0.15  # a frame whose audio came in this long ago but the model has not started goes out idle
@@ -209,7 +212,8 @@ class LiveSync:
 
 
 def choose_rate(faces_per_second: float, requested: float = 0.0) -> float:
-    """The session's frame rate: the one asked for, or the fastest the generator can hold with headroom."""
+    """The session's frame rate: the one asked for, or the fastest the generator holds with headroom, from its
+    speed one face at a time (what a frame of speech waits for)."""
     if requested:
         return requested
     return next((rate for rate in LIVE_RATES if rate <= HEADROOM * faces_per_second), LIVE_RATES[-1])
@@ -336,8 +340,9 @@ class LiveSession:
                 if self.end_if_expired():  # the condition's lock is re-entrant: close() takes it again
                     return
                 if self.sync.ready() == 0:
+                    before = self.sync.samples
                     self.sync.fill_silence(self.sync.next_frame)
-                    self.trace.pushed(self.sync.samples)
+                    self.trace.pushed(self.sync.samples, filled=self.sync.samples - before)
                 planned = self.sync.plan(self.sync.max_batch)
                 for p in planned:
                     self.trace.planned(p.index, self.sync.span(p.index)[0], self.sync.needed_samples(p.index) - 1,
@@ -429,9 +434,8 @@ def start_session(avatar: Avatar, model: Wav2Lip | LazyModel, device: str, optio
     """A live session on a prepared avatar: the model made ready and timed (its first call is the slow one),
     the frame rate chosen from that time unless the options fix it. `release` frees the session's slot."""
     runner = ModelRunner(model, device, options.precision, options.backend)
-    batch = LIVE_BATCH.get(device.split(":")[0], 4)
-    speed = measure_speed(runner, avatar, batch)
-    batch = max(1, min(batch, int(speed * BATCH_SECONDS)))  # a batch takes at most ~BATCH_SECONDS
+    speed = measure_speed(runner, avatar, 1, repeats=4)  # one face at a time: the latency of a frame of speech
+    batch = max(1, min(LIVE_BATCH.get(device.split(":")[0], 4), int(speed * BATCH_SECONDS)))  # ~BATCH_SECONDS
     sync = LiveSync(avatar, runner, choose_rate(speed, options.live_fps), options.blend, batch)
     sync.faces_per_second = speed
     return LiveSession(sync, options.live_seconds, release)

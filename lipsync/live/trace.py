@@ -38,12 +38,29 @@ class FrameTrace:
 class LiveTrace:
     """A session's record of audio arrivals and frame steps (see the module docstring)."""
 
-    pushes: deque = field(default_factory=lambda: deque(maxlen=MAX_FRAMES * 4))  # (arrived, samples after it)
+    # (arrived, samples after it, samples of silence filled in so far): silence stands in for audio that came late,
+    # so a client's sample n is the session's sample n + the silence filled before it
+    pushes: deque = field(default_factory=lambda: deque(maxlen=MAX_FRAMES * 4))
     frames: dict[int, FrameTrace] = field(default_factory=dict)
     _order: deque = field(default_factory=deque)
 
-    def pushed(self, samples_after: int) -> None:
-        self.pushes.append((time.time(), samples_after))
+    def pushed(self, samples_after: int, filled: int = 0) -> None:
+        """Audio arrived (`filled`: this many samples of it are silence the session put in for late audio)."""
+        before = self.pushes[-1][2] if self.pushes else 0
+        self.pushes.append((time.time(), samples_after, before + filled))
+
+    def source(self, sample: int) -> tuple[float, int] | None:
+        """(when the push holding session sample `sample` arrived, the client's index of that sample), or None
+        when it is not there yet or was silence filled in."""
+        counts = [n for _, n, _ in self.pushes]
+        at = bisect.bisect_right(counts, sample)
+        if at >= len(self.pushes):
+            return None
+        arrived, after, filled = self.pushes[at]
+        before = self.pushes[at - 1] if at else (0.0, 0, 0)
+        if filled > before[2]:  # that push was silence
+            return None
+        return arrived, sample - filled
 
     def planned(self, index: int, first_sample: int, needed_sample: int, speaking: bool) -> None:
         self.frames[index] = FrameTrace(index, first_sample, needed_sample, speaking, time.time())
@@ -60,7 +77,7 @@ class LiveTrace:
     def arrival(self, sample: int, counts: list[int] | None = None) -> float | None:
         """When the audio holding input sample `sample` arrived (the first push that reached it), or None.
         `counts`: the pushes' sample counts, when the caller looks up many samples."""
-        counts = counts if counts is not None else [n for _, n in self.pushes]
+        counts = counts if counts is not None else [n for _, n, _ in self.pushes]
         at = bisect.bisect_right(counts, sample)
         return self.pushes[at][0] if at < len(self.pushes) else None
 
@@ -70,7 +87,7 @@ class LiveTrace:
         paste), -> JPEG encoded, -> handed to the connection."""
         rows: dict[str, list[float]] = {"ready -> planned": [], "planned -> rendered": [], "rendered -> encoded": [],
                                         "encoded -> sent": []}
-        counts = [n for _, n in self.pushes]
+        counts = [n for _, n, _ in self.pushes]
         for frame in list(self.frames.values()):
             ready = self.arrival(frame.needed_sample, counts)
             if ready is None or not frame.sent:

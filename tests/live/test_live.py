@@ -193,7 +193,7 @@ def test_a_clip_avatar_loops_back_and_forth_without_a_jump(avatar):
 
 
 def test_the_frame_rate_is_lowered_where_the_generator_cannot_hold_it():
-    assert choose_rate(100) == 25 and choose_rate(30) == 20 and choose_rate(20) == 12.5 and choose_rate(5) == 10
+    assert choose_rate(100) == 25 and choose_rate(35) == 20 and choose_rate(24) == 12.5 and choose_rate(5) == 10
     assert choose_rate(5, requested=25) == 25
 
 
@@ -305,3 +305,25 @@ def test_a_streamed_microphone_piece_with_its_first_pieces_header_is_read_whole(
     piece.write_bytes(later)
     samples, rate = read_microphone_piece(str(piece))
     assert rate == 48000 and samples.shape == (24000, 1)
+
+
+def test_a_session_traces_where_each_frames_time_goes(avatar, runner):
+    """The latency budget's server half: each frame's sample span, its look-ahead's end, and when it was planned and
+    rendered; audio arrivals mapped back to the client's own sample numbers around silence put in for late audio."""
+    from lipsync.live.trace import LiveTrace
+
+    trace = LiveTrace()
+    trace.pushed(1000)
+    trace.pushed(1500, filled=500)  # 500 samples of silence stood in for late audio
+    trace.pushed(2500)
+    assert trace.source(999) == (trace.pushes[0][0], 999)
+    assert trace.source(1200) is None  # silence: no client sample behind it
+    assert trace.source(2000) == (trace.pushes[2][0], 1500)  # the client's sample 1500
+    assert trace.source(2500) is None  # not there yet
+    session = LiveSession(LiveSync(avatar, runner, fps=25), clock=FakeClock(0.01))
+    session.push(media.speech_samples(1.0))
+    made = list(itertools.islice(session.frames(), 10))
+    traced = [session.trace.frames[f.index] for f in made]
+    assert all(t.planned and t.rendered >= t.planned for t in traced)
+    # each frame waited for 0.2 s of audio past its own start (its mel window's end), within a hop
+    assert all(3200 <= t.needed_sample - t.first_sample < 3400 for t in traced)

@@ -6,7 +6,7 @@
 // uneven arrival; when frames come faster than they play, the queue is cut at MAX_AHEAD so the stream stays live,
 // and once a burst has pushed it past JITTER + TRIM, silent idle frames are left out until it is back: otherwise
 // every burst (a model batch, a stall) would leave its delay in the stream for good.
-const RATE = 16000, CHUNK = 320, JITTER = 0.08, TRIM = 0.06, MAX_AHEAD = 0.3, LOUD = 0.05;
+const RATE = 16000, CHUNK = 320, JITTER = 0.05, TRIM = 0.04, MAX_AHEAD = 0.3, LOUD = 0.05;
 const startButton = element.querySelector(".live-start");
 const stopButton = element.querySelector(".live-stop");
 const canvas = element.querySelector("canvas");
