@@ -34,7 +34,7 @@ from .results import SyncResult, SyncScore
 from .scoring import cost as score_cost
 from .scoring.backends import shared_syncnet
 from .scoring.job import score_result
-from .scoring.score import score_video
+from .scoring.score import probe_clip, score_video
 from .scoring.windows import Embedder
 from .weights import find_s3fd, resolve_checkpoint, resolve_restorer
 
@@ -192,9 +192,7 @@ def score_clip(video: str, audio: str | None = None, *, crop: str = "face", vshi
     engine): the network for `syncnet` (a path; None: found or downloaded; or one already loaded) on `device`,
     loaded once per process, the face found by `detector` (crop 'face')."""
     device = resolve_device(device)
-    for path in (video, audio):  # a missing or unreadable file is its own sentence, before any weights are fetched
-        if path:
-            probe_media(path)
+    probe_clip(video, audio)  # a file that cannot be scored is its own sentence, before any weights are fetched
     network = syncnet if syncnet is not None and not isinstance(syncnet, str) else \
         shared_syncnet(syncnet, device, allow_download)
     return score_video(video, audio, crop=crop, vshift=vshift, device=device, detector=detector, network=network,

@@ -38,6 +38,18 @@ def face_crops(info: MediaInfo, boxes: np.ndarray,
         yield crop_face(frame, track.size[index], track.x[index], track.y[index], crop_scale)
 
 
+def probe_clip(video: str, audio: str | None = None) -> tuple[MediaInfo, MediaInfo]:
+    """The clip and the sound to score it against, from their headers; one sentence when there is nothing to score
+    (checked before any weights are fetched)."""
+    info = probe_media(video)
+    if info.is_image or not info.has_video:
+        raise LipSyncError(f"'{video}' is not a video: lip sync is scored on a clip of a talking face.")
+    sound = probe_media(audio) if audio else info
+    if not sound.has_audio:
+        raise LipSyncError(f"'{sound.path}' has no sound to score the lips against. Give the audio file as well.")
+    return info, sound
+
+
 def score_video(video: str, audio: str | None = None, *, weights: str | None = None, crop: str = "face",
                 vshift: int = 15, device: str = "cpu", detector: str = "auto", network: Embedder | None = None,
                 batch_size: int = 0, download: bool = True, progress: Progress | None = None,
@@ -60,12 +72,7 @@ def score_video(video: str, audio: str | None = None, *, weights: str | None = N
     progress = progress or (lambda stage, done, total: None)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    info = probe_media(video)
-    if info.is_image or not info.has_video:
-        raise LipSyncError(f"'{video}' is not a video: lip sync is scored on a clip of a talking face.")
-    sound = probe_media(audio) if audio else info
-    if not sound.has_audio:
-        raise LipSyncError(f"'{sound.path}' has no sound to score the lips against. Give the audio file as well.")
+    info, sound = probe_clip(video, audio)
     pcm = read_pcm16(sound.path)
     t = time.perf_counter()
     if network is None:
