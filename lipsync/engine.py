@@ -36,7 +36,7 @@ from .scoring.backends import shared_syncnet
 from .scoring.job import score_result
 from .scoring.score import probe_clip, score_video
 from .scoring.windows import Embedder
-from .weights import find_s3fd, resolve_checkpoint, resolve_restorer
+from .weights import find_s3fd, resolve_checkpoint, resolve_restorer, resolve_syncnet
 
 if TYPE_CHECKING:
     from .generator.network import Wav2Lip
@@ -290,13 +290,17 @@ class FetchedWeights:
     checkpoint: str
     s3fd: str | None  # None: not available, the offline detector will be used
     restorer: str | None = None  # GFPGAN v1.4 for --enhance gfpgan; None: not available (jobs run unenhanced)
+    syncnet: str | None = None  # SyncNet for the sync score; None: not available (jobs run unscored)
 
 
 def fetch_weights(checkpoint: str | None = None) -> FetchedWeights:
-    """Download what is missing (the Wav2Lip checkpoint, S3FD, GFPGAN) before serving, so no visitor waits for it."""
-    try:
-        restorer: str | None = resolve_restorer(download=True)
-    except LipSyncError as err:
-        log.warning("%s", err)
-        restorer = None
-    return FetchedWeights(resolve_checkpoint(checkpoint), find_s3fd(download=True), restorer)
+    """Download what is missing (the Wav2Lip checkpoint, S3FD, GFPGAN, SyncNet) before serving, so no visitor waits
+    for it (on ZeroGPU, no GPU lease is spent downloading)."""
+    optional: dict[str, str | None] = {}
+    for name, resolve in (("restorer", resolve_restorer), ("syncnet", resolve_syncnet)):
+        try:
+            optional[name] = resolve(download=True)
+        except LipSyncError as err:
+            log.warning("%s", err)
+            optional[name] = None
+    return FetchedWeights(resolve_checkpoint(checkpoint), find_s3fd(download=True), **optional)
