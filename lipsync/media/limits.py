@@ -125,11 +125,12 @@ def gpu_seconds_for(info: MediaInfo, audio_seconds: float, options: Options, ext
 
 
 # What a job costs on a CPU, for weighing what a further stage would add (the sync score's switch in the app):
-# measured on the 2-core AMD EPYC of bench/RESULTS.md (OpenVINO fp32, cached model, BlazeFace; 10 s of 720p at 26.7
-# fps, 60 s of 1080p at 24.0 fps, fresh detection), as core-seconds per output frame: the generator's share, and
-# decoding, detection, pasting and encoding, which grow with the frame.
-CPU_CORE_SECONDS_PER_FRAME = 2 * 0.033
-CPU_CORE_SECONDS_PER_MEGAPIXEL_FRAME = 2 * 0.0043
+# measured on the 2-core Intel Xeon of bench/RESULTS.md, #30 (`bench/score_bench.py --job`: OpenVINO fp32, cached
+# model, fresh BlazeFace detection; 60 s of 1080p at 58.6 ms a frame, 20 s of 720p at 47.1), in the same runs as
+# the score's cost (lipsync.scoring.cost), as core-seconds per output frame: the generator's share, and decoding,
+# detection, pasting and encoding, which grow with the frame.
+CPU_CORE_SECONDS_PER_FRAME = 2 * 0.038
+CPU_CORE_SECONDS_PER_MEGAPIXEL_FRAME = 2 * 0.010
 
 
 def cpu_seconds_for(info: MediaInfo, audio_seconds: float, options: Options, threads: int) -> float:

@@ -12,11 +12,13 @@ from __future__ import annotations
 from ..devices import cpu_threads
 from ..results import SCORE_FPS
 
-# CPU: measured on the 2-core Intel Xeon (Sapphire Rapids, AVX-512, AMX) where this was written, shared with other
-# work, OpenVINO fp32 (bench/score_bench.py; bench/RESULTS.md, #30), as core-seconds, divided by the cores a job gets.
-CPU_CORE_SECONDS_PER_WINDOW = 2 * 0.029  # SyncNet: 34 windows/s on 2 threads
-CPU_CORE_SECONDS_PER_MEGAPIXEL_FRAME = 2 * 0.004  # decoding the result at 25 fps, cropping, resizing to 224x224
-# GPU: an estimate, not measured (no GPU was lent where this was written): SyncNet is about 3.5 GFLOP a window
+# CPU: measured on the 2-core Intel Xeon (AVX-512, AMX) where this was written, shared with other work, OpenVINO fp32
+# (`bench/score_bench.py --job`; bench/RESULTS.md, #30: a job's result scored on its own track, 60 s of 1080p and
+# 20 s of 720p), as core-seconds, divided by the cores a job gets; the job's own cost (lipsync.media.limits) was
+# measured in the same runs, so the two compare.
+CPU_CORE_SECONDS_PER_WINDOW = 2 * 0.0135  # SyncNet alone: 71-77 windows/s on 2 threads
+CPU_CORE_SECONDS_PER_MEGAPIXEL_FRAME = 2 * 0.0037  # decoding the result at 25 fps, cropping, resizing to 224x224
+# GPU: an estimate, not measured (no GPU was lent where this was written): SyncNet is about 4.1 GFLOP a window
 # (a millisecond at a tenth of a data-centre GPU's fp32 peak, batched), the decoding and cropping on the CPU beside it.
 GPU_SECONDS_PER_WINDOW = 0.002
 GPU_SECONDS_PER_MEGAPIXEL_FRAME = 0.004
