@@ -183,8 +183,9 @@ class SyncResult:
         s = self.seconds
         busy = ", ".join(f"{name} {s[key]:.1f} s" for name, key in
                          (("audio", "audio"), ("faces", "detect"), ("model", "generate"), ("blend", "crop+blend"),
-                          ("enhance", "enhance"), ("encoder", "encode"), ("sync score", "score"))
+                          ("enhance", "enhance"), ("encoder", "encode"))
                          if key in s)
+        scored = f", then {s['score']:.1f} s to score the sync" if "score" in s else ""
         return "\n".join([
             f"**{self.frames} frames** · {self.duration:.1f} s at {self.fps:.3f} fps · {self.width}x{self.height}",
             f"- {self.frames_without_face} frames without a face (left unchanged)",
@@ -194,7 +195,7 @@ class SyncResult:
             f"- Device: {self.device}" + (f" · model backend: {self.backend}" if self.backend else ""),
             *([f"- {self.enhance_clause[0].upper()}{self.enhance_clause[1:]}"] if self.enhance_clause else []),
             *self._score_lines(),
-            f"- Time: {s.get('total', 0):.1f} s in all (busy: {busy}; the stages overlap)",
+            f"- Time: {s.get('total', 0):.1f} s in all (busy: {busy}; the stages overlap){scored}",
         ])
 
     def _score_lines(self) -> list[str]:

@@ -17,8 +17,7 @@ UNSCORED = np.array([170, 170, 170], np.float64)  # frames no window reaches
 STRONG = 6.0  # confidence drawn fully green (the paper's LSE-C for Wav2Lip on LRS2 is 7.8)
 WINDOW_CENTRE = 2  # a window covers 25 fps frames i .. i+4: frame t is best described by the window from t - 2
 MAX_WIDTH = 800  # px: longer clips share columns, as in the face timeline
-SYNC_LEGEND = ("Sync through the clip (SyncNet's confidence per frame: red 0 or less, amber 3, green 6 or more; "
-          "grey: not scored)")
+SYNC_LEGEND = "Sync timeline (SyncNet's confidence: red 0 or less, amber 3, green 6 or more, grey not scored)"
 
 
 def colour(confidence: np.ndarray) -> np.ndarray:
