@@ -31,9 +31,11 @@ from .errors import LipSyncError
 # The public API: {module: the names it gives}. The web app, the CLI's users and the README use only these.
 _EXPORTS: dict[str, tuple[str, ...]] = {
     "engine": ("LipSync", "shared_engine", "face_preview", "face_scan", "display_copy", "fetch_weights",
-               "FetchedWeights", "gpu_seconds", "check_inputs", "default_enhance", "enhance_seconds"),
+               "FetchedWeights", "gpu_seconds", "check_inputs", "default_enhance", "enhance_seconds", "score_clip",
+               "default_score", "score_seconds"),
     "options": ("Options", "EngineOptions", "server_limits", "flat_settings", "DEVICES"),
-    "results": ("SyncResult",),
+    "results": ("SyncResult", "SyncScore", "PAPER_LSE_C", "PAPER_LSE_D"),
+    "scoring.timeline": ("sync_timeline", "SYNC_LEGEND"),
     "geometry": ("Box",),
     "weights": ("resolve_checkpoint", "available_checkpoints", "CHECKPOINTS", "DEFAULT_CHECKPOINT"),
     "atomic": ("replacing",),
@@ -65,12 +67,15 @@ if TYPE_CHECKING:  # what `__getattr__` gives, for type checkers and editors (te
         LipSync,
         check_inputs,
         default_enhance,
+        default_score,
         display_copy,
         enhance_seconds,
         face_preview,
         face_scan,
         fetch_weights,
         gpu_seconds,
+        score_clip,
+        score_seconds,
         shared_engine,
     )
     from .faces.cache import prune_detection_cache
@@ -84,7 +89,8 @@ if TYPE_CHECKING:  # what `__getattr__` gives, for type checkers and editors (te
     from .media.probe import probe_media
     from .media.segments import Progress, segment_spans, write_live_segment
     from .options import DEVICES, EngineOptions, Options, flat_settings, server_limits
-    from .results import SyncResult
+    from .results import PAPER_LSE_C, PAPER_LSE_D, SyncResult, SyncScore
+    from .scoring.timeline import SYNC_LEGEND, sync_timeline
     from .weights import CHECKPOINTS, DEFAULT_CHECKPOINT, available_checkpoints, resolve_checkpoint
 
 

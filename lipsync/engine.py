@@ -10,6 +10,7 @@ original, and fetching the weights before serving.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator
@@ -29,8 +30,13 @@ from .media.segments import Progress, stream_job
 from .media.video import display_copy as _display_copy
 from .options import Options
 from .pipeline import ProgressCallback, run
-from .results import SyncResult
-from .weights import find_s3fd, resolve_checkpoint, resolve_restorer
+from .results import SyncResult, SyncScore
+from .scoring import cost as score_cost
+from .scoring.backends import shared_syncnet
+from .scoring.job import score_result
+from .scoring.score import probe_clip, score_video
+from .scoring.windows import Embedder
+from .weights import find_s3fd, resolve_checkpoint, resolve_restorer, resolve_syncnet
 
 if TYPE_CHECKING:
     from .generator.network import Wav2Lip
@@ -118,6 +124,15 @@ class LipSync:
         options = replace(options or Options(), **overrides) if overrides else options or Options()
         return self._run_job(face, audio, outfile, options, progress)
 
+    def score(self, video: str, audio: str | None = None, *, crop: str = "face", vshift: int = 15,
+              syncnet: str | Embedder | None = None, progress: ProgressCallback | None = None) -> SyncScore:
+        """SyncNet's score of any clip (a result, or an original to compare with) against its own sound or `audio`:
+        the offset, LSE-D and LSE-C the Wav2Lip paper reports (lipsync.scoring). `syncnet`: the weights' path (None:
+        found or downloaded) or a network already loaded; it runs on this engine's device, loaded once and shared
+        with the jobs this engine scores. `crop` 'none' scores clips that are already face crops."""
+        return score_clip(video, audio, crop=crop, vshift=vshift, syncnet=syncnet, device=self.device,
+                          progress=progress, allow_download=self.allow_download)
+
     def _job_detector(self, options: Options) -> DetectorChoice | None:
         """The shared detector these options need, or None when a fixed box makes detection unneeded."""
         return None if options.fixed_box is not None else self.detector(options)
@@ -130,10 +145,36 @@ class LipSync:
             progress("Preparing the face restorer", 0, 1)  # the first time on a CPU: converted, a minute or two
         restorer, problem = self.restorer(options)
         try:
-            return run(face, audio, outfile, self.network, self.device, options, detector, progress, restorer,
-                       problem, segment_dir)
+            result = run(face, audio, outfile, self.network, self.device, options, detector, progress, restorer,
+                         problem, segment_dir)
+            if options.scored:
+                self._score_job(result, audio, options, progress)
+            return result
         finally:
             release_memory(self.device)
+
+    def _score_job(self, result: SyncResult, audio: str, options: Options, progress: ProgressCallback | None) -> None:
+        """--score and --audio_offset auto: the result scored (and its offset fixed) into `result`. Missing weights
+        or a clip SyncNet cannot score leave one sentence in `result.score_problem` and the video as it is; what is
+        left of the job's time limit bounds the score the same way. A job stopped (or broken) while its result is
+        scored leaves no output, as any stopped job."""
+        left = options.time_limit - result.seconds.get("total", 0.0) if options.time_limit else 0.0
+        report = limits.with_deadline(progress or (lambda stage, done, total: None),
+                                      max(left, 1e-3) if options.time_limit else 0.0, what="The sync score",
+                                      advice="The video is complete without it; score a shorter clip")
+        try:
+            network = shared_syncnet(None, self.device, self.allow_download)
+        except LipSyncError as err:
+            result.score_problem = str(err)
+            return
+        try:
+            score_result(result, audio, network, report)
+        except BaseException:
+            try:
+                os.unlink(result.outfile)
+            except OSError:
+                pass
+            raise
 
 
 _engines = BuildOnce(lambda checkpoint, device: LipSync(checkpoint, device))
@@ -142,6 +183,20 @@ _engines = BuildOnce(lambda checkpoint, device: LipSync(checkpoint, device))
 def shared_engine(checkpoint: str | None = None, device: str = "auto") -> LipSync:
     """One loaded engine per (checkpoint, device) in this process, built on first use (for servers)."""
     return _engines.get(checkpoint, resolve_device(device))
+
+
+def score_clip(video: str, audio: str | None = None, *, crop: str = "face", vshift: int = 15,
+               syncnet: str | Embedder | None = None, device: str = "auto", detector: str = "auto",
+               progress: ProgressCallback | None = None, allow_download: bool = True) -> SyncScore:
+    """SyncNet's score of any clip without a Wav2Lip model loaded (the score command; `LipSync.score` for an
+    engine): the network for `syncnet` (a path; None: found or downloaded; or one already loaded) on `device`,
+    loaded once per process, the face found by `detector` (crop 'face')."""
+    device = resolve_device(device)
+    probe_clip(video, audio)  # a file that cannot be scored is its own sentence, before any weights are fetched
+    network = syncnet if syncnet is not None and not isinstance(syncnet, str) else \
+        shared_syncnet(syncnet, device, allow_download)
+    return score_video(video, audio, crop=crop, vshift=vshift, device=device, detector=detector, network=network,
+                       download=allow_download, progress=progress)
 
 
 def face_preview(face: str, options: Options | None = None, device: str = "cpu") -> FacePreview:
@@ -175,12 +230,43 @@ def gpu_seconds(face: str, audio_path: str, options: Options | None = None) -> f
     info = probe_media(face)
     limits.check_face(info, options, face)
     sound = probe_media(audio_path)
-    restorer = 0.0
+    extra = 0.0
     if options.enhance != "none":  # the mouth restorer on every synced face
         from .restore.backends import GPU_SECONDS_PER_FACE
 
-        restorer = GPU_SECONDS_PER_FACE
-    return limits.gpu_seconds_for(info, sound.duration or options.max_seconds, options, restorer)
+        extra += GPU_SECONDS_PER_FACE
+    if options.scored:  # SyncNet on the result, 25 windows a second
+        extra += score_cost.gpu_seconds_per_frame(options.fps if info.is_image else info.fps,
+                                                  limits.megapixels(info, options))
+    return limits.gpu_seconds_for(info, sound.duration or options.max_seconds, options, extra)
+
+
+def default_score(device: str = "auto") -> bool:
+    """The app's initial default for scoring the sync: on where a GPU runs SyncNet in milliseconds a window; off on
+    a CPU until a clip's cost is known (`score_seconds`), since there it costs about as much as the job itself."""
+    return _named(device) != "cpu"
+
+
+def _named(device: str) -> str:
+    """The device an estimate is for: 'auto' is whichever is here; a named one is taken at its word (the app asks
+    about a ZeroGPU job's GPU while none is attached)."""
+    return resolve_device(device) if device == "auto" else device
+
+
+def score_seconds(face: str, audio_path: str, options: Options | None = None,
+                  device: str = "auto") -> tuple[float, float]:
+    """(about how many seconds scoring the result would add, about how many the job itself takes) for these files
+    on `device`, from their headers (lipsync.scoring.cost, lipsync.media.limits)."""
+    from .devices import cpu_threads
+
+    options = options or Options()
+    device = _named(device)
+    info, sound = probe_media(face), probe_media(audio_path)
+    seconds = sound.duration or 0.0
+    extra = score_cost.seconds(seconds, limits.megapixels(info, options), device)
+    job = limits.cpu_seconds_for(info, seconds, options, cpu_threads()) if device == "cpu" else \
+        limits.gpu_seconds_for(info, seconds, options)
+    return extra, job
 
 
 def default_enhance(device: str = "auto") -> str:
@@ -204,13 +290,17 @@ class FetchedWeights:
     checkpoint: str
     s3fd: str | None  # None: not available, the offline detector will be used
     restorer: str | None = None  # GFPGAN v1.4 for --enhance gfpgan; None: not available (jobs run unenhanced)
+    syncnet: str | None = None  # SyncNet for the sync score; None: not available (jobs run unscored)
 
 
 def fetch_weights(checkpoint: str | None = None) -> FetchedWeights:
-    """Download what is missing (the Wav2Lip checkpoint, S3FD, GFPGAN) before serving, so no visitor waits for it."""
-    try:
-        restorer: str | None = resolve_restorer(download=True)
-    except LipSyncError as err:
-        log.warning("%s", err)
-        restorer = None
-    return FetchedWeights(resolve_checkpoint(checkpoint), find_s3fd(download=True), restorer)
+    """Download what is missing (the Wav2Lip checkpoint, S3FD, GFPGAN, SyncNet) before serving, so no visitor waits
+    for it (on ZeroGPU, no GPU lease is spent downloading)."""
+    optional: dict[str, str | None] = {}
+    for name, resolve in (("restorer", resolve_restorer), ("syncnet", resolve_syncnet)):
+        try:
+            optional[name] = resolve(download=True)
+        except LipSyncError as err:
+            log.warning("%s", err)
+            optional[name] = None
+    return FetchedWeights(resolve_checkpoint(checkpoint), find_s3fd(download=True), **optional)

@@ -32,12 +32,16 @@ BACKENDS = ("auto", "openvino", "pytorch")  # lipsync.generator.choice
 ENCODERS = ("auto", "libx264", "h264_nvenc")
 DEVICES = ("auto", "cuda", "cpu", "mps")
 NO_BOX = (-1, -1, -1, -1)
+MAX_AUDIO_OFFSET_MS = 10_000.0  # a shift beyond 10 s is a mistake, not an offset (and its silence costs memory)
 FULL_FRAME = (0, -1, 0, -1)
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, metavar: Any = None,
-            flag: str | None = None, env: Variable | None = None, server: float | None = None, cli: bool = True) -> Any:
+            flag: str | None = None, env: Variable | None = None, server: float | None = None, cli: bool = True,
+            words: tuple[str, ...] = ()) -> Any:
     """A dataclass field carrying what the CLI and the app need to offer it.
+
+    `words`: for a number setting, the words it also takes instead of a number (`--audio_offset auto`).
 
     `env` is the environment variable (lipsync.environment) that overrides the default; it
     is read each time an Options is made, so a server or a test can set it late. `server` is a limit's default
@@ -49,7 +53,7 @@ def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None, 
     if server is not None and env is None:
         raise ValueError("a server default needs the environment variable that overrides it")
     meta = {"help": help, "choices": choices, "metavar": metavar, "flag": flag, "env": env, "server": server,
-            "cli": cli}
+            "cli": cli, "words": words}
     if env is not None:
         return field(default_factory=lambda: env.read(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -139,6 +143,16 @@ class Options:
                             server=10000.0)  # in the app: 2 min of 1080p at 40 fps
     time_limit: float = setting(0.0, "stop a job that runs longer than this many seconds (0: no limit)",
                                 env=environment.TIME_LIMIT, server=900.0)
+    score: bool = setting(False, "score the result's lip sync with SyncNet, as the Wav2Lip paper measures it: "
+                                 "confidence (LSE-C), distance (LSE-D) and the sound's offset, in the stats (55 MB of "
+                                 "weights, downloaded once; $LIPSYNC_SYNCNET for a file of your own). Missing weights "
+                                 "leave the result unscored, never unmade")
+    audio_offset: float | str = setting(
+        0.0, "shift the sound against the video by this many milliseconds before syncing (positive: the sound "
+             "later; negative: earlier); the model hears it and the output carries it so shifted. 'auto': after the "
+             "job, measure the result's offset with SyncNet and, where it is not zero and the confidence is at least "
+             "3, write the result again with the sound shifted by it (a remux of the sound; the video is not made "
+             "again)", metavar="MS|auto", words=("auto",))
     live_fps: float = setting(0.0, "live mode: frames per second; 0 picks the fastest of 25, 20, 12.5 and 10 that "
                                    "the generator holds here with room to spare (timed when the session starts)",
                               cli=False)
@@ -171,10 +185,29 @@ class Options:
             raise LipSyncError(f"The fixed face box {' '.join(map(str, self.box))} is only partly given. Give all "
                                "four numbers (top bottom left right, in pixels), or -1 -1 -1 -1 to detect the face.")
 
+        if not self.auto_offset and abs(float(self.audio_offset)) > MAX_AUDIO_OFFSET_MS:
+            raise LipSyncError(f"--audio_offset {float(self.audio_offset):g} ms is beyond the limit of "
+                               f"±{MAX_AUDIO_OFFSET_MS:g} ms: an offset is a few frames (40 ms each at 25 fps); give "
+                               "one, or 'auto' to measure it.")
         if self.face_point != NO_POINT and min(self.face_point) < 0:
             raise LipSyncError(f"The face point {' '.join(map(str, self.face_point))} is only partly given. Give "
                                "both numbers (x y, in pixels of the first frame), or -1 -1 for the most prominent "
                                "face.")
+
+    @property
+    def auto_offset(self) -> bool:
+        """--audio_offset auto: the offset measured after the job and fixed in a remux."""
+        return self.audio_offset == "auto"
+
+    @property
+    def audio_shift_ms(self) -> float:
+        """The fixed shift of the sound before syncing, in milliseconds (0 with 'auto'), whole samples at 16 kHz."""
+        return 0.0 if self.auto_offset else round(float(self.audio_offset) * 16) / 16
+
+    @property
+    def scored(self) -> bool:
+        """Whether the job scores its result (asked for, or needed to measure the offset)."""
+        return self.score or self.auto_offset
 
     @property
     def point(self) -> tuple[int, int] | None:
@@ -244,6 +277,10 @@ def _normalise(options: Options, f) -> None:
     """Coerce a value to its field's type (the app gives floats for sliders, lists for rectangles)."""
     value = getattr(options, f.name)
     default = field_default(f)
+    words = f.metadata.get("words") or ()
+    if words and isinstance(value, str) and value.strip().lower() in words:
+        object.__setattr__(options, f.name, value.strip().lower())
+        return
     try:
         if isinstance(default, bool):
             value = bool(value)
@@ -258,6 +295,7 @@ def _normalise(options: Options, f) -> None:
             value = _finite(value)
     except (TypeError, ValueError, OverflowError):
         what = f"{len(default)} finite numbers" if isinstance(default, tuple) else "a finite number"
+        what += "".join(f" or '{word}'" for word in words)
         raise LipSyncError(f"The setting {f.name} must be {what}, not {value!r}.") from None
     object.__setattr__(options, f.name, value)
 

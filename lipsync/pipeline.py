@@ -24,7 +24,7 @@ from .blend import pauses
 from .blend.paste import paste
 from .concurrency import QUEUE_FRAMES, prefetch
 from .devices import model_batch
-from .faces.crops import FaceDetection
+from .faces.crops import FaceDetection, output_boxes
 from .faces.detectors import DetectorChoice
 from .generator import LazyModel, ModelRunner
 from .geometry import IMG_SIZE, Box
@@ -132,7 +132,7 @@ def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, opti
     limits.check_face(info, options, face)
     progress("Reading audio", 0, 1)
     with timings.stage("audio"):
-        wav = audio_mod.load_audio(audio, options.max_seconds)
+        wav = audio_mod.shift(audio_mod.load_audio(audio, options.max_seconds), options.audio_shift_ms / 1000)
         audio_mod.check_audio(wav, audio, options.max_seconds, options.allow_silence)
         fps = options.fps if info.is_image else info.fps
         windows = audio_mod.mel_windows(audio_mod.melspectrogram(wav), fps)
@@ -157,7 +157,7 @@ def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, opti
     try:
         segments = SegmentPlan(segment_dir, len(windows) / fps) if segment_dir else None
         with VideoWriter(outfile, source.width, source.height, fps, audio, video_codec=encoder,
-                         segments=segments) as writer:
+                         segments=segments, audio_shift=options.audio_shift_ms / 1000) as writer:
             faced = synthesize(source, windows, crop_for, options, runner, writer, timings, progress, weights,
                                enhancer)
             progress("Encoding", 0, 1)
@@ -178,4 +178,8 @@ def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, opti
                       enhance=f"{options.enhance} at strength {options.enhance_strength:g}, {enhancer.label}"
                       if enhancer else "", enhance_problem=enhance_note,
                       frames_enhanced=enhancer.counts.restored if enhancer else 0,
-                      frames_not_enhanced=dict(enhancer.counts.kept) if enhancer else {})
+                      frames_not_enhanced=dict(enhancer.counts.kept) if enhancer else {},
+                      face_boxes=[tuple(fixed)] * len(faced) if fixed else output_boxes(detection, len(faced)),
+                      audio_offset_ms=options.audio_shift_ms,
+                      auto_offset=options.auto_offset)
+

@@ -188,7 +188,7 @@ class ReleaseFile:
 GFPGAN = ReleaseFile(GFPGAN_FILE, GFPGAN_URL, GFPGAN_SHA256, 332, GFPGAN_ENV, "The face restorer's weights",
                      ", or run with --enhance none")
 SYNCNET = ReleaseFile(SYNCNET_FILE, SYNCNET_URL, SYNCNET_SHA256, round(SYNCNET_SIZE / 1e6), SYNCNET_ENV,
-                      "The SyncNet weights that score lip sync")
+                      "The lip-sync scorer's weights")
 
 
 def resolve_syncnet(spec: str | None = None, download: bool = True) -> str:

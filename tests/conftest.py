@@ -47,6 +47,17 @@ def gfpgan_weights(data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def syncnet_files(data_dir) -> dict[str, Path]:
+    """SyncNet with random weights (syncnet_reference.random_syncnet) twice: in the release file's legacy format,
+    without the batch-norm counters, and in torch's zip format with them (55 MB each), made once."""
+    import syncnet_reference
+
+    legacy, zipped = data_dir / "syncnet_legacy.model", data_dir / "syncnet_zip.model"
+    syncnet_reference.save_random_syncnet(legacy, zipped)
+    return {"legacy": legacy, "zip": zipped}
+
+
+@pytest.fixture(scope="session")
 def speech(data_dir) -> Path:
     return media.make_speech(data_dir / "speech.wav", seconds=1.0)
 

@@ -324,7 +324,7 @@ def test_app_refuses_with_one_clear_sentence(case, app, corpus, tmp_path, monkey
 @pytest.mark.slow
 @pytest.mark.parametrize("case", ACCEPTED, ids=[c.name for c in ACCEPTED])
 def test_app_handles_awkward_input(case, app, corpus, tmp_path, monkeypatch):
-    original, result, download, stats, _ = _run_app(app, case, corpus, tmp_path, monkeypatch)
+    original, result, download, stats, *_ = _run_app(app, case, corpus, tmp_path, monkeypatch)
     assert download == result and probe_media(original).has_video
     fps = float(re.search(r"at ([\d.]+) fps", stats).group(1))
     _check_result(Path(result), case, fps)
@@ -334,5 +334,5 @@ def test_app_handles_awkward_input(case, app, corpus, tmp_path, monkeypatch):
 
 def test_app_syncs_silence_when_asked(app, corpus, tmp_path, monkeypatch):
     case = Case("silence allowed", audio="silence", app={"allow_silence": True})
-    _, result, _, _, _ = _run_app(app, case, corpus, tmp_path, monkeypatch)
+    _, result, *_ = _run_app(app, case, corpus, tmp_path, monkeypatch)
     assert probe_media(result).has_audio

@@ -16,6 +16,9 @@ from lipsync import CHECKPOINTS, flat_settings
 
 FILE_HELP = {"face": "a video or a photo with the face to lip-sync",
              "audio": "the speech (any audio file, or a video whose sound to use)"}
+PAGE_HELP = {"audio_offset_auto": "true: measure the result's sound offset with SyncNet after the job and, where it "
+                                  "is not zero and the confidence is at least 3, shift the sound by it (a remux); "
+                                  "overrides audio_offset"}
 
 
 def forge(call: Callable, params: list[tuple[str, Any]], name: str, doc: str | None,
@@ -61,8 +64,9 @@ def positional_validator(check: Callable[[dict[str, Any], Any], list[dict]], inp
 def description(names: list[str], custom: str, upload_limit: str) -> str:
     """The /lipsync endpoint's and the MCP tool's description: each parameter with its setting's own help (from
     lipsync.Options), how files are passed and how big they may be."""
-    helps = {**FILE_HELP, "checkpoint_path": f"the Wav2Lip weights: one of {', '.join(CHECKPOINTS)}, or '{custom}' "
-                                             "for the file the server names"}
+    helps = {**FILE_HELP, **PAGE_HELP,
+             "checkpoint_path": f"the Wav2Lip weights: one of {', '.join(CHECKPOINTS)}, or '{custom}' for the file "
+                                "the server names"}
     flat = flat_settings()
     lines = [f"    {name}: {helps[name] if name in helps else flat[name].help}." for name in names]
     return "\n".join([
@@ -75,6 +79,9 @@ def description(names: list[str], custom: str, upload_limit: str) -> str:
         "Args:", *lines,
         "",
         "Returns:",
-        "    the original (for display), the lip-synced MP4, the same file to download, the job's stats, and the",
-        "    face timeline (an image: one column per frame, green where the face was synced).",
+        "    the original (for display), the lip-synced MP4, the same file to download, the job's stats (with the",
+        "    sync score beside the Wav2Lip paper's figures when scored), the face timeline (an image: one column per",
+        "    frame, green where the face was synced), the sync timeline (an image: SyncNet's confidence per frame, red",
+        "    weak to green strong; none when not scored) and the score as JSON: {offset, lse_c, lse_d, frames,",
+        "    offset_fixed_ms}, or those keys null with a 'reason' when the sync was not scored.",
     ])

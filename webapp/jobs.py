@@ -1,6 +1,6 @@
 """The page's work, each as a handler of settings by control name: the job (plain for the API and MCP, streamed
-for the page), the face-box preview, the face check through the clip, the cost of enhancing, and the checks a
-job passes before it is queued (and before ZeroGPU is asked for a GPU).
+for the page), the face-box preview, the face check through the clip, the cost of enhancing and of scoring the
+sync, and the checks a job passes before it is queued (and before ZeroGPU is asked for a GPU).
 
 Everything goes through lipsync's public API; what a visitor reads of a failure is one sentence (`user_error`).
 """
@@ -22,6 +22,7 @@ from lipsync import (
     LipSyncError,
     Options,
     default_enhance,
+    default_score,
     display_copy,
     draw_boxes,
     enhance_seconds,
@@ -29,7 +30,9 @@ from lipsync import (
     face_scan,
     face_timeline,
     gpu_seconds,
+    score_seconds,
     shared_engine,
+    sync_timeline,
 )
 
 from .config import AppConfig
@@ -39,8 +42,12 @@ from .stream import segments_then_result
 log = logging.getLogger("lipsync.app")
 INPUTS = ("face", "audio")  # the job's files; every other control is a setting
 ENGINE_SETTINGS = ("checkpoint_path", "device")
+AUTO_OFFSET = "audio_offset_auto"  # a switch beside the offset's number box: checked, the setting is 'auto'
 CUSTOM = "custom ($LIPSYNC_CHECKPOINT)"  # the page's name for the checkpoint the server's environment names
-Outputs = tuple[str, str, str, str, Any]  # original, result, download, stats, face timeline
+# original, result, download, stats, face timeline, sync timeline (None when not scored), the score as JSON
+Outputs = tuple[str, str, str, str, Any, Any, dict]
+OUTPUT_COUNT = 7
+SCORE_SHARE = 0.25  # on a CPU the score is on by default when it adds at most this share of the job's own time
 
 
 def hide_server_paths(message: str) -> str:
@@ -96,7 +103,11 @@ class JobHandlers:
 
     def options(self, settings: dict[str, Any]) -> Options:
         """Options from the controls' values (by name) and the server's limits."""
-        job = {k: v for k, v in settings.items() if k not in INPUTS and k not in ENGINE_SETTINGS}
+        job = {k: v for k, v in settings.items() if k not in INPUTS and k not in ENGINE_SETTINGS and k != AUTO_OFFSET}
+        if settings.get(AUTO_OFFSET):
+            job["audio_offset"] = "auto"
+        elif job.get("audio_offset") is None:  # an emptied number box: no shift
+            job.pop("audio_offset", None)
         options = Options.from_flat({**job, **self.config.limits})
         if options.point is not None and options.detector == "auto":  # a clicked face: only BlazeFace follows one
             options = options.with_changes(detector="blazeface")
@@ -161,7 +172,7 @@ class JobHandlers:
                                                            job.options)) as events:
                 for event in segments_then_result(events, progress, str(segments)):
                     if isinstance(event, str):
-                        yield gr.skip(), event, gr.skip(), gr.skip(), gr.skip()
+                        yield gr.skip(), event, *[gr.skip()] * (OUTPUT_COUNT - 2)
                     else:
                         result = event
             original = self._original(job, result, progress)
@@ -175,12 +186,18 @@ class JobHandlers:
 
     @staticmethod
     def finish(result: Any, original: str, outfile: Path) -> Outputs:
-        """The job's five outputs, with a warning for frames left unchanged or a mouth not enhanced."""
+        """The job's seven outputs, with a warning for frames left unchanged, a mouth not enhanced or a sync not
+        scored."""
         if result.frames_without_face:
             gr.Warning(f"No face was found in {result.frames_without_face} frames; they were left unchanged.")
         if result.enhance_problem:  # the video is complete, without the enhancement
             gr.Warning(f"The mouth was not enhanced: {hide_server_paths(result.enhance_problem)}")
-        return original, str(outfile), str(outfile), result.stats_markdown(), face_timeline(result.face_frames)
+        if result.score_problem:  # the video is complete, without its score
+            gr.Warning(f"The sync was not scored: {hide_server_paths(result.score_problem)}")
+        score = result.score
+        strip = None if score is None else sync_timeline(score.framewise, result.frames, result.fps)
+        return (original, str(outfile), str(outfile), hide_server_paths(result.stats_markdown()),
+                face_timeline(result.face_frames), strip, score_json(result))
 
     # --- before a job ---
 
@@ -216,6 +233,24 @@ class JobHandlers:
         except (LipSyncError, OSError):
             return ""
         return f"On this CPU enhancing would add about **{extra / 60:.1f} min** to this clip."
+
+    def score_cost(self, settings: dict[str, Any]) -> tuple[Any, str]:
+        """The sync score's switch and the note beside it, for this clip: on where it costs little (a GPU; a CPU
+        when it adds at most a quarter of the job's own time), else off with the time it would add."""
+        device = self.device(settings, on_zero_gpu="cuda")
+        try:
+            if default_score(device):
+                return gr.update(value=True), ""
+            if missing_input(settings):
+                return gr.skip(), ("On this CPU scoring costs about as much as the job; choose a face and audio to "
+                                   "see the time.")
+            extra, job = score_seconds(settings["face"], settings["audio"], self.options(settings), device)
+        except (LipSyncError, OSError):
+            return gr.skip(), ""
+        if extra <= SCORE_SHARE * job:
+            return gr.update(value=True), f"Scoring adds about {_duration(extra)} to this clip."
+        return gr.update(value=False), (f"On this CPU scoring would add about **{_duration(extra)}** to this clip "
+                                         f"(the job itself: about {_duration(job)}).")
 
     def scan(self, settings: dict[str, Any]) -> Any:
         """The face timeline before a job: a face found or not at up to 120 moments through the clip."""
@@ -260,6 +295,18 @@ class JobHandlers:
         problem = self.problem(settings)
         return [gr.validate(problem is None or name != problem[0], problem[1] if problem else "")
                 for name in settings]
+
+
+def score_json(result: Any) -> dict[str, Any]:
+    """The score for API callers: {offset, lse_c, lse_d, frames}, or the same keys null with the reason."""
+    if result.score is not None:
+        return {**result.score.brief(), "offset_fixed_ms": result.offset_fixed_ms}
+    reason = hide_server_paths(result.score_problem) if result.score_problem else "not asked for (score is off)"
+    return {"offset": None, "lse_c": None, "lse_d": None, "frames": None, "reason": reason}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def preview_note(found: Any, options: Options) -> str:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 
-from lipsync import DEVICES, available_checkpoints, default_enhance, flat_settings
+from lipsync import DEVICES, SYNC_LEGEND, available_checkpoints, default_enhance, default_score, flat_settings
 
 from .api import by_name, description
 from .files import CLEAN_EVERY_S, cap_url_downloads, describe_size
@@ -26,6 +26,9 @@ DETECTOR_CHOICES = [("Automatic", "auto"), ("S3FD (as Wav2Lip was trained)", "s3
 BLEND_CHOICES = [("Mouth only (soft, colour-matched)", "mouth"), ("Box (as the original)", "box"),
                  ("Feathered edges", "feather")]
 ENHANCE_CHOICES = [("Off (the generated mouth)", "none"), ("GFPGAN v1.4 (sharper lips and teeth)", "gfpgan")]
+SCORE_INFO = ("SyncNet's confidence (LSE-C), distance (LSE-D) and the sound's offset, as the Wav2Lip paper measures "
+              "them, with a timeline of where the sync is weak (55 MB of weights, downloaded once).")
+OFFSET_INFO = "Positive: the sound later than the picture; negative: earlier (40 ms is one frame at 25 fps)."
 ENHANCE_INFO = ("Restores the lips and teeth on the aligned face, let in through the mouth mask only. GFPGAN's code is "
                 "Apache-2.0; see the docs for its weights' terms (the Wav2Lip weights are non-commercial anyway).")
 
@@ -67,15 +70,15 @@ def build(web: WebApp) -> gr.Blocks:
                     "Upload a face and an audio track, check the face box, click **Sync lips**.")
         with gr.Row():
             with gr.Column(scale=1):
-                run, enhance_note = _inputs(web, controls)
+                run, notes = _inputs(web, controls)
             with gr.Column(scale=1):
                 view = View(config.stream_result)
-        _connect(web, demo, controls, run, enhance_note, view)
+        _connect(web, demo, controls, run, notes, view)
     web.live.build_page(demo)
     return demo
 
 
-def _inputs(web: WebApp, controls: Controls) -> tuple[gr.Button, gr.Markdown]:
+def _inputs(web: WebApp, controls: Controls) -> tuple[gr.Button, dict[str, gr.Markdown]]:
     """The left column: the files, the face box, the advanced settings, the button."""
     add = controls.add
     add("face", gr.File(label="Face: a video or a photo", file_types=["video", "image"], type="filepath", height=120))
@@ -104,6 +107,14 @@ def _inputs(web: WebApp, controls: Controls) -> tuple[gr.Button, gr.Markdown]:
             add("enhance_strength", gr.Slider(0, 1, value=default("enhance_strength"), step=0.05, label="Strength",
                                               scale=1))
         enhance_note = gr.Markdown()
+        with gr.Row(equal_height=True):  # on where it costs little; else off, with the time it would add beside it
+            add("score", gr.Checkbox(value=web.config.zero_gpu or default_score(), label="Score the sync (SyncNet)",
+                                     info=SCORE_INFO, scale=3))
+            score_note = gr.Markdown()
+        with gr.Row(equal_height=True):
+            add("audio_offset", gr.Number(0, label="Sound offset (ms)", info=OFFSET_INFO, scale=2))
+            add("audio_offset_auto", gr.Checkbox(value=False, label="auto: measure the offset after the job and fix "
+                                                                    "it (a remux of the sound)", scale=3))
         add("device", gr.Radio(list(DEVICES), value="auto", label="Device"))
         add("detector", gr.Radio(DETECTOR_CHOICES, value=default("detector"), label="Face detector"))
         add("allow_silence", gr.Checkbox(value=default("allow_silence"), label="Allow silent audio",
@@ -117,7 +128,7 @@ def _inputs(web: WebApp, controls: Controls) -> tuple[gr.Button, gr.Markdown]:
                 add(f"box_{side}", gr.Number(default(f"box_{side}"), label=side.title(), precision=0))
     for axis in ("x", "y"):  # set by a click on the preview (the face to sync), not shown
         add(f"face_point_{axis}", gr.Number(default(f"face_point_{axis}"), precision=0, visible=False))
-    return gr.Button("Sync lips", variant="primary"), enhance_note
+    return gr.Button("Sync lips", variant="primary"), {"enhance": enhance_note, "score": score_note}
 
 
 class View:
@@ -139,13 +150,16 @@ class View:
         self.stats = gr.Markdown()
         self.timeline = gr.Image(label="Face timeline (green: face synced, grey: frame left unchanged)",
                                  interactive=False, height=60, show_label=True)
+        self.sync_timeline = gr.Image(label=SYNC_LEGEND, interactive=False, height=60, show_label=True)
+        with gr.Accordion("Sync score (JSON)", open=False):
+            self.score = gr.JSON(label="Sync score", show_label=False)
 
     @property
     def job_outputs(self) -> list[Any]:
-        return [self.original, self.result, self.download, self.stats, self.timeline]
+        return [self.original, self.result, self.download, self.stats, self.timeline, self.sync_timeline, self.score]
 
 
-def _connect(web: WebApp, demo: gr.Blocks, controls: Controls, run: gr.Button, enhance_note: gr.Markdown,
+def _connect(web: WebApp, demo: gr.Blocks, controls: Controls, run: gr.Button, notes: dict[str, gr.Markdown],
              view: View) -> None:
     """Every event of the main page, each queued one in its lane with its validator."""
     config, jobs, lanes = web.config, web.jobs, web.lanes
@@ -174,8 +188,13 @@ def _connect(web: WebApp, demo: gr.Blocks, controls: Controls, run: gr.Button, e
                            api_visibility="private", **lanes.scans.events(), validator=validator(lanes.scans))
     for name in ("face", "audio", "device", "enhance"):  # reads headers only: a preview's lane
         controls.components[name].change(by_name(names, jobs.enhance_cost, defaults, {}), controls.inputs,
-                                         enhance_note, api_visibility="private", show_progress="hidden",
+                                         notes["enhance"], api_visibility="private", show_progress="hidden",
                                          **lanes.previews.events(), validator=validator(lanes.previews))
+    for name in ("face", "audio", "device", "resize_factor"):  # the score's switch follows what it would cost
+        controls.components[name].change(by_name(names, jobs.score_cost, defaults, {}), controls.inputs,
+                                         [controls.components["score"], notes["score"]], api_visibility="private",
+                                         show_progress="hidden", **lanes.previews.events(),
+                                         validator=validator(lanes.previews))
     progress = {"progress": gr.Progress()}
     api_job = by_name(names, jobs.run, defaults, progress, name="lipsync",
                       doc=description(names, CUSTOM, describe_size(config.max_upload_bytes)))

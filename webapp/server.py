@@ -45,9 +45,10 @@ class WebApp:
         try:
             if fetch:
                 fetched = fetch_weights(checkpoint)
-                log.info("Wav2Lip checkpoint: %s; S3FD: %s; GFPGAN: %s", fetched.checkpoint,
+                log.info("Wav2Lip checkpoint: %s; S3FD: %s; GFPGAN: %s; SyncNet: %s", fetched.checkpoint,
                          fetched.s3fd or "not available, the offline detector will be used",
-                         fetched.restorer or "not available, jobs run without enhancing the mouth")
+                         fetched.restorer or "not available, jobs run without enhancing the mouth",
+                         fetched.syncnet or "not available, jobs run unscored")
             if self.config.zero_gpu:
                 shared_engine(checkpoint, "cuda")
         except LipSyncError as err:

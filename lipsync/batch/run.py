@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping
 
 from ..interrupts import InterruptFlag
@@ -44,7 +45,8 @@ class BatchInterrupted(KeyboardInterrupt):
 def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = None, ray: str | bool | None = None,
               force: bool = False, progress: ProgressFn | None = None, checkpoint: str | None = None,
               device: str = "auto", base: str | os.PathLike | None = None,
-              defaults: Mapping[str, Any] | None = None, protected: Mapping[str, str] | None = None) -> BatchReport:
+              defaults: Mapping[str, Any] | None = None, protected: Mapping[str, str] | None = None,
+              min_sync_confidence: float | None = None) -> BatchReport:
     """Run many jobs with the model loaded once per worker; returns the report of every job.
 
     `jobs`: Job objects (see `load_manifest`) or manifest-style dicts, e.g.
@@ -55,12 +57,16 @@ def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = Non
     else one). Jobs whose output is already complete are skipped unless `force`.
     `protected`: files no job may write, by what they are ({path: "manifest"}); see
     batch_outputs.check_jobs for all that an output may not overwrite.
+    `min_sync_confidence`: score every job (as Options.score) and mark those whose confidence (LSE-C) is under it
+    (the report's `low_sync`).
     Raises ManifestError before any job when the jobs cannot be run, LipSyncError when
     no worker could load the model, and BatchInterrupted (a KeyboardInterrupt, with the
     report so far) after Ctrl-C.
     """
     started = time.perf_counter()
     jobs = as_jobs(jobs, base, defaults)
+    if min_sync_confidence is not None:  # implies scoring
+        jobs = [replace(job, options=job.options.with_changes(score=True)) for job in jobs]
     complete = check_jobs(jobs, force, protected)
     if workers is not None and workers < 1:
         raise ManifestError("--workers must be 1 or more.")
@@ -70,6 +76,7 @@ def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = Non
 
     def record(result: JobResult) -> None:
         nonlocal finished
+        result.judge(min_sync_confidence)
         results[result.row] = result
         finished += 1
         if progress is not None:
@@ -84,7 +91,7 @@ def run_batch(jobs: Iterable[Job | Mapping[str, Any]], workers: int | None = Non
     use_ray = ray is not None and ray is not False
     backend = "ray" if use_ray else "local"
     count = workers or (0 if use_ray else default_workers())
-    report = BatchReport([], backend=backend, workers=count)
+    report = BatchReport([], backend=backend, workers=count, min_sync_confidence=min_sync_confidence)
 
     def loaded(n: int) -> None:  # the workers whose model loaded: the report's count
         report.workers = n

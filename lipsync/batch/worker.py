@@ -73,7 +73,8 @@ class Worker:
             return JobResult.of(job, "failed", f"Unexpected error ({type(err).__name__}: {err}); this is a bug in "
                                                "lipsync, rerun with LIPSYNC_DEBUG=1 for the details.",
                                 seconds=time.perf_counter() - start)
-        return JobResult.of(job, "done", frames=result.frames, seconds=time.perf_counter() - start)
+        return JobResult.of(job, "done", frames=result.frames, seconds=time.perf_counter() - start, score=result.score,
+                            score_problem=result.score_problem)
 
 
 def cpu_count() -> int:

@@ -21,6 +21,7 @@ from ..batch.run import BatchInterrupted, run_batch
 from ..errors import LipSyncError
 from ..interrupts import sigterm_as_interrupt
 from ..options import EngineOptions
+from ..weights import resolve_syncnet
 from .flags import EXIT_FAILED, add_settings, command_status, given_settings, stop_status
 
 
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where to write the report (.json: JSON, else CSV; default: next to the manifest, "
                         "<manifest name>.report.csv, or .report.json for a JSON-lines manifest)")
     p.add_argument("--quiet", action="store_true", help="print only failed jobs, errors and the summary")
+    p.add_argument("--min_sync_confidence", type=float, default=None, metavar="X",
+                   help="score every result with SyncNet (as --score) and mark the jobs whose confidence (LSE-C) is "
+                        "under X in the report's low_sync column and the summary (e.g. 3: LatentSync's floor; the "
+                        "Wav2Lip paper's own average is 7.8)")
     add_settings(p)
     return p
 
@@ -125,6 +130,9 @@ def _run(args: argparse.Namespace, report_path: str, progress: _Progress) -> Bat
         raise ManifestError(str(err)) from None
     protected = {args.manifest: "manifest", report_path: "report"}
     check_jobs(jobs, args.force, protected)  # before the progress bar: a refused batch prints its sentences alone
+    if args.min_sync_confidence is not None:  # every job is to be judged: without the weights the batch cannot be
+        resolve_syncnet()  # found or fetched once, before any job; missing, they stop it in one sentence (status 1)
     progress.start(len(jobs))
     return run_batch(jobs, workers=args.workers, ray=args.ray, force=args.force, progress=progress,
-                     checkpoint=engine_options.checkpoint_path, device=engine_options.device, protected=protected)
+                     checkpoint=engine_options.checkpoint_path, device=engine_options.device, protected=protected,
+                     min_sync_confidence=args.min_sync_confidence)

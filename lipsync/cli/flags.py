@@ -30,6 +30,19 @@ def _bool_flag(value: str) -> bool:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _number_or(words: tuple[str, ...]) -> Callable[[str], float | str]:
+    """An argparse type for a number that also takes some words (`--audio_offset auto`)."""
+    def parse(value: str) -> float | str:
+        if value.strip().lower() in words:
+            return value.strip().lower()
+        try:
+            return float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number or {' or '.join(words)}, not {value!r}") from None
+
+    return parse
+
+
 def add_setting(parser: argparse.ArgumentParser, name: str, default: Any, meta: dict) -> None:
     """One flag from one declaration: its type, arity and help follow from the default."""
     flag = meta.get("flag") or f"--{name}"
@@ -45,6 +58,8 @@ def add_setting(parser: argparse.ArgumentParser, name: str, default: Any, meta: 
             kwargs["action"] = "store_true"
     elif isinstance(default, tuple):
         kwargs.update(type=int, nargs=len(default), metavar=meta.get("metavar"))
+    elif meta.get("words"):
+        kwargs.update(type=_number_or(meta["words"]), metavar=meta.get("metavar"))
     elif default is not None:
         kwargs["type"] = type(default)
     parser.add_argument(flag, **kwargs)

@@ -97,8 +97,14 @@ def main(argv: list[str]) -> int:
     progress.close()
     if result.enhance_problem:  # the video is complete, without the enhancement that was asked for
         print(f"Warning: the mouth was not enhanced. {result.enhance_problem}", file=sys.stderr)
+    if result.score_problem:  # the video is complete, without its score
+        print(f"Warning: the sync was not scored. {result.score_problem}", file=sys.stderr)
     if not args.quiet:
         print(f"Face detector: {result.detector_label}", file=sys.stderr)
+        if result.score is not None:
+            print(f"Sync (SyncNet): {result.score.figures()}", file=sys.stderr)
+        if result.offset_clause:
+            print(f"Offset: {result.offset_clause}", file=sys.stderr)
         print(f"Wrote {result.outfile}: {result.summary()}", file=sys.stderr)
     return 0
 

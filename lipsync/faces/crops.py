@@ -271,3 +271,13 @@ class FaceDetection:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def output_boxes(detection: FaceDetection | None, frames: int) -> list[tuple[int, int, int, int] | None]:
+    """Per output frame, the face the job found there (before pads and smoothing) or None. Output frame i shows
+    source frame i mod n (the clip loops; a photo's n is 1), so it has that frame's detection. The sync score crops
+    these instead of detecting again (lipsync.scoring.job)."""
+    found = detection.track.detections if detection is not None else []
+    if not found:
+        return [None] * frames
+    return [None if found[i % len(found)] is None else tuple(found[i % len(found)]) for i in range(frames)]

@@ -60,6 +60,15 @@ def load_audio(path: str, max_seconds: float = 0.0) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def shift(wav: np.ndarray, seconds: float) -> np.ndarray:
+    """16 kHz samples shifted by `seconds` (whole samples): positive delays them behind silence, negative cuts their
+    start. What ffmpeg.shift_filter does to the sound that is muxed, so the model hears what the output carries."""
+    samples = round(seconds * SAMPLE_RATE)
+    if samples > 0:
+        return np.concatenate([np.zeros(samples, wav.dtype), wav])
+    return wav[-samples:] if samples < 0 else wav
+
+
 def resample(mono: np.ndarray, rate: float) -> np.ndarray:
     """librosa.resample(mono, orig_sr=rate, target_sr=16000) (soxr_hq, length fixed to ceil(n * ratio)), calling
     soxr directly: importing librosa's audio module (scipy.signal, numba) costs seconds."""

@@ -57,6 +57,17 @@ def error_summary(stderr: bytes | str, default: str = "unknown ffmpeg error") ->
     return lines[-1][-200:] if lines else default
 
 
+def shift_filter(seconds: float) -> str:
+    """The audio filter that shifts a sound by `seconds` (positive: later, behind that much silence; negative:
+    earlier, its start cut off), sample-exact, as an `-af` value ('' when there is nothing to do). The sound keeps
+    its end: a job's output carries all of it, as without a shift."""
+    if seconds > 0:
+        return f"adelay=delays={seconds * 1000:.4f}:all=1"
+    if seconds < 0:
+        return f"atrim=start={-seconds:.6f},asetpts=PTS-STARTPTS"
+    return ""
+
+
 def command(*args: str) -> list[str]:
     """An ffmpeg argument list: quiet, never reading the terminal."""
     return [ffmpeg_exe(), "-hide_banner", "-nostdin", *args]

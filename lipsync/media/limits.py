@@ -120,6 +120,27 @@ def gpu_seconds_for(info: MediaInfo, audio_seconds: float, options: Options, ext
     a further stage adds per frame (the mouth restorer's GPU seconds a face, when it runs)."""
     fps = options.fps if info.is_image else info.fps
     frames = max(1.0, audio_seconds * fps)
-    megapixels = (info.width // options.resize_factor) * (info.height // options.resize_factor) / 1e6
-    per_frame = GPU_SECONDS_PER_FRAME + GPU_SECONDS_PER_MEGAPIXEL_FRAME * megapixels + extra_per_frame
+    per_frame = GPU_SECONDS_PER_FRAME + GPU_SECONDS_PER_MEGAPIXEL_FRAME * megapixels(info, options) + extra_per_frame
     return GPU_MARGIN * (GPU_START_SECONDS + frames * per_frame)
+
+
+# What a job costs on a CPU, for weighing what a further stage would add (the sync score's switch in the app):
+# measured on the 2-core Intel Xeon of bench/RESULTS.md, #30 (`bench/score_bench.py --job`: OpenVINO fp32, cached
+# model, fresh BlazeFace detection; 60 s of 1080p at 58.6 ms a frame, 20 s of 720p at 47.1), in the same runs as
+# the score's cost (lipsync.scoring.cost), as core-seconds per output frame: the generator's share, and decoding,
+# detection, pasting and encoding, which grow with the frame.
+CPU_CORE_SECONDS_PER_FRAME = 2 * 0.038
+CPU_CORE_SECONDS_PER_MEGAPIXEL_FRAME = 2 * 0.010
+
+
+def cpu_seconds_for(info: MediaInfo, audio_seconds: float, options: Options, threads: int) -> float:
+    """About how long a job on these files takes on `threads` CPU cores, from their headers."""
+    fps = options.fps if info.is_image else info.fps
+    frames = max(1.0, audio_seconds * fps)
+    return frames * (CPU_CORE_SECONDS_PER_FRAME + CPU_CORE_SECONDS_PER_MEGAPIXEL_FRAME * megapixels(info, options)) \
+        / max(1, threads)
+
+
+def megapixels(info: MediaInfo, options: Options) -> float:
+    """Millions of pixels in each frame a job works on (after --resize_factor)."""
+    return (info.width // options.resize_factor) * (info.height // options.resize_factor) / 1e6

@@ -134,7 +134,7 @@ class VideoWriter:
 
     def __init__(self, outfile: str, width: int, height: int, fps: float, audio_path: str | None,
                  video_codec: str = "libx264", crf: int = 18, preset: str = "superfast",
-                 segments: SegmentPlan | None = None) -> None:
+                 segments: SegmentPlan | None = None, audio_shift: float = 0.0) -> None:
         self.outfile = os.path.abspath(outfile)
         self.width, self.height = width, height
         self.even_width, self.even_height = width + width % 2, height + height % 2
@@ -161,7 +161,8 @@ class VideoWriter:
             cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(crf)]
         cmd += ["-pix_fmt", "yuv420p", "-r", f"{rate.numerator}/{rate.denominator}", *keyframe_args()]
         if audio_path:
-            cmd += ["-c:a", "aac", "-b:a", "192k"]
+            shifted = ffmpeg.shift_filter(audio_shift)  # --audio_offset: the sound carried as the model heard it
+            cmd += ["-c:a", "aac", "-b:a", "192k", *(["-af", shifted] if shifted else [])]
         cmd += tee_output(self.partial, segments)
         self._stderr = tempfile.TemporaryFile()
         # Its own session: a Ctrl-C in the terminal must not make ffmpeg finish the partial file on its own;
@@ -237,6 +238,21 @@ class VideoWriter:
         if self.frames_written == 0:
             raise LipSyncError("No frame was produced, so no video was written.")
         self._partial.commit()
+
+
+def remux_shifted_sound(video: str, audio: str, seconds: float) -> None:
+    """Replace the sound of the MP4 `video` by `audio` shifted by `seconds` (positive: later): the picture is copied
+    as it is (nothing decoded or synthesised again), the sound encoded from the job's own audio file as the job's
+    encoder does (one generation of AAC, not two). Atomic: `video` is replaced only once the new file is complete."""
+    with atomic.replacing(video, suffix=".partial.mp4") as partial:
+        cmd = ffmpeg.command("-y", "-v", "error", *ffmpeg.input_args(video), *ffmpeg.input_args(audio),
+                             "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+                             "-af", ffmpeg.shift_filter(seconds) or "anull", "-c:a", "aac", "-b:a", "192k",
+                             "-movflags", "+faststart", "-f", "mp4", str(partial))
+        proc = ffmpeg.run(cmd, "Shifting the sound of the result")
+        if proc.returncode != 0:
+            raise LipSyncError(f"Could not shift the sound of '{video}' ({ffmpeg.error_summary(proc.stderr)}); the "
+                               "result was kept as it was made.")
 
 
 def display_copy(info: MediaInfo, outfile: str, audio_path: str | None = None, seconds: float = 0.0) -> str:

@@ -10,17 +10,21 @@
     windows.py     the official windows (5 frames, 20 MFCC steps), fed batch by batch
     crops.py       the official 224x224 face crops (boxes median-filtered over 13 frames, crop_scale 0.4)
     inputs.py      16 kHz int16 sound, frames at 25 fps, one face box per frame
-    score.py       score_video and its result, SyncScore
+    score.py       score_video (its result, SyncScore, lives in lipsync.results: a job's result holds one)
+    job.py         a sync job's result scored on the job's own face track; --audio_offset auto's remux
+    timeline.py    the sync timeline: the framewise confidence as a strip, one column per output frame
+    cost.py        what a score costs, from the files' headers (the app's switch, ZeroGPU's request)
 
 Importing this package imports neither torch nor OpenVINO.
 """
 
 from __future__ import annotations
 
+from ..results import SyncScore
 from .backends import load_syncnet
 from .distances import Offsets, summarise
 from .mfcc import mfcc
-from .score import SyncScore, score_video
+from .score import score_video
 from .windows import Embedder, evaluate
 
 __all__ = ["Embedder", "Offsets", "SyncScore", "evaluate", "load_syncnet", "mfcc", "score_video", "summarise"]

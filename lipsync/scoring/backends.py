@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from typing import Any
 
 import numpy as np
 
 from .. import openvino_models as ovmodels
+from ..concurrency import BuildOnce
 from ..devices import (
     cpu_threads,
     import_torch,
@@ -188,3 +190,19 @@ def load_syncnet(weights: str | None = None, device: str = "cpu", *, backend: st
         raise torch_missing(f"Scoring lip sync on {device}" if device != "cpu" else "Scoring without OpenVINO",
                             "install OpenVINO (pip install openvino) to score on the CPU")
     return TorchSyncNet(read_syncnet_weights(path), device, batch, reason)
+
+
+_shared: BuildOnce[OpenVINOSyncNet | TorchSyncNet] = BuildOnce(
+    lambda path, device: load_syncnet(path, device, download=False))
+
+
+def shared_syncnet(weights: str | None = None, device: str = "cpu",
+                   download: bool = True) -> OpenVINOSyncNet | TorchSyncNet:
+    """SyncNet loaded once per (weights file, device) in this process and shared, like the face detectors: every
+    job an engine scores, the engine's `score` and the score command use the one network (a load costs about a
+    second: reading 55 MB, compiling OpenVINO). The weights are found first (`weights` None: found or downloaded,
+    lipsync.weights.resolve_syncnet), so a missing file is its one sentence before anything is built."""
+    from ..weights import resolve_syncnet
+
+    path = os.path.realpath(resolve_syncnet(weights, download=download))
+    return _shared.get(path, resolve_device(device))

@@ -13,56 +13,19 @@ crop='face' (once for the boxes, once for the crops), so memory never holds the 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
-from dataclasses import dataclass, field
+from collections.abc import Generator, Sequence
 
 import numpy as np
 
 from ..errors import LipSyncError
 from ..media.probe import MediaInfo, probe_media
+from ..results import SyncScore
 from .backends import load_syncnet
 from .crops import CROP_SCALE, crop_face, crop_whole, smooth_track
-from .inputs import FPS, expected_frames, face_boxes, frames_at_25, read_pcm16
+from .inputs import expected_frames, face_boxes, fill_gaps, frames_at_25, read_pcm16
 from .windows import Embedder, Progress, evaluate
 
 CROPS = ("face", "none")
-
-
-@dataclass(frozen=True, eq=False)
-class SyncScore:
-    """SyncNet's verdict on one clip, and what produced it.
-
-    `offset` is in 25 fps frames: positive when the sound comes that many frames before the
-    lips that match it (the video is late), negative when after; 0 is in sync. LSE-D is the
-    mean embedding distance at the best offset (lower is better; the Wav2Lip paper reports
-    6.4 on LRS2), LSE-C the median distance over all offsets minus it (higher is better; 7.8
-    there). `framewise[i]` is the confidence of the window of frames i .. i+4 (from i / 25 s).
-    """
-
-    offset: int
-    lse_d: float
-    lse_c: float
-    frames: int  # windows scored: one per 25 fps frame, less the five the last window needs
-    framewise: np.ndarray
-    curve: np.ndarray  # curve[j]: the mean distance at offset vshift - j (j = 0: the sound earliest)
-    vshift: int
-    crop: str  # 'face' or 'none'
-    backend: str  # what ran SyncNet, e.g. 'openvino (OpenVINO 2026.4.1 fp32, 2 threads, cached)'
-    detector: str = ""  # with crop='face': the detector and why it was chosen
-    frames_without_face: int = 0  # frames whose box was filled in from their neighbours
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time per stage
-
-    @property
-    def offset_seconds(self) -> float:
-        return self.offset / FPS
-
-    def window_times(self) -> np.ndarray:
-        """The start time (s) of each framewise window: the x axis of a sync timeline."""
-        return np.arange(len(self.framewise)) / FPS
-
-    def summary(self) -> str:
-        return (f"AV offset {self.offset:+d} frames ({self.offset_seconds * 1000:+.0f} ms), LSE-D {self.lse_d:.3f}, "
-                f"LSE-C {self.lse_c:.3f} over {self.frames} frames ({self.backend})")
 
 
 def face_crops(info: MediaInfo, boxes: np.ndarray,
@@ -75,16 +38,31 @@ def face_crops(info: MediaInfo, boxes: np.ndarray,
         yield crop_face(frame, track.size[index], track.x[index], track.y[index], crop_scale)
 
 
+def probe_clip(video: str, audio: str | None = None) -> tuple[MediaInfo, MediaInfo]:
+    """The clip and the sound to score it against, from their headers; one sentence when there is nothing to score
+    (checked before any weights are fetched)."""
+    info = probe_media(video)
+    if info.is_image or not info.has_video:
+        raise LipSyncError(f"'{video}' is not a video: lip sync is scored on a clip of a talking face.")
+    sound = probe_media(audio) if audio else info
+    if not sound.has_audio:
+        raise LipSyncError(f"'{sound.path}' has no sound to score the lips against. Give the audio file as well.")
+    return info, sound
+
+
 def score_video(video: str, audio: str | None = None, *, weights: str | None = None, crop: str = "face",
                 vshift: int = 15, device: str = "cpu", detector: str = "auto", network: Embedder | None = None,
-                batch_size: int = 0, download: bool = True, progress: Progress | None = None) -> SyncScore:
+                batch_size: int = 0, download: bool = True, progress: Progress | None = None,
+                boxes: Sequence[Sequence[float] | None] | None = None, boxes_from: str = "") -> SyncScore:
     """SyncNet's AV offset, LSE-D and LSE-C for `video`, against its own sound or the file `audio`.
 
     `crop` 'face' crops the face as the official evaluation does (found by `detector`, as the sync
     jobs find it); 'none' scores the whole frame (a clip that is already a face crop). `vshift`: the
     offsets searched each way, in frames (the official run_syncnet's default, 15). `network`: a
     SyncNet loaded once by load_syncnet (then `weights`, `device` and `batch_size` are its own);
-    else one is loaded from `weights` (None: found or downloaded) on `device`.
+    else one is loaded from `weights` (None: found or downloaded) on `device`. `boxes`: with crop 'face',
+    the face box (x1, y1, x2, y2, or None where unknown) of each 25 fps frame, when the caller knows them
+    (a sync job's own track, lipsync.scoring.job): no detector runs then; `boxes_from` says where they came from.
     Raises LipSyncError with one sentence for a clip it cannot score.
     """
     if crop not in CROPS:
@@ -94,12 +72,7 @@ def score_video(video: str, audio: str | None = None, *, weights: str | None = N
     progress = progress or (lambda stage, done, total: None)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    info = probe_media(video)
-    if info.is_image or not info.has_video:
-        raise LipSyncError(f"'{video}' is not a video: lip sync is scored on a clip of a talking face.")
-    sound = probe_media(audio) if audio else info
-    if not sound.has_audio:
-        raise LipSyncError(f"'{sound.path}' has no sound to score the lips against. Give the audio file as well.")
+    info, sound = probe_clip(video, audio)
     pcm = read_pcm16(sound.path)
     t = time.perf_counter()
     if network is None:
@@ -107,14 +80,18 @@ def score_video(video: str, audio: str | None = None, *, weights: str | None = N
     seconds["load"] = time.perf_counter() - t
     chosen, missing = "", 0
     t = time.perf_counter()
-    if crop == "face":
+    if crop == "face" and boxes is not None:
+        known, missing = fill_gaps([None if box is None else np.asarray(box, np.float64) for box in boxes])
+        chosen = boxes_from or "boxes given"
+        crops: Generator[np.ndarray, None, None] = face_crops(info, known)
+    elif crop == "face":
         from ..devices import resolve_device
         from ..faces.detectors import get_detector
 
         choice = get_detector(detector, resolve_device(device), allow_download=download)
-        boxes, missing = face_boxes(info, choice.detector, progress)
+        found, missing = face_boxes(info, choice.detector, progress)
         chosen = f"{choice.name} ({choice.reason})"
-        crops: Generator[np.ndarray, None, None] = face_crops(info, boxes)
+        crops = face_crops(info, found)
     else:
         crops = (crop_whole(frame) for frame in frames_at_25(info))
     seconds["detect"] = time.perf_counter() - t

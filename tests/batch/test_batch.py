@@ -271,6 +271,58 @@ def test_cli_dispatch_and_stopping(signum, status, checkpoint, clips, tmp_path):
         assert probe_media(str(path)).duration > 0
 
 
+@pytest.mark.slow  # two jobs and their scores in this process, the model and SyncNet loaded (about 8 s)
+def test_min_sync_confidence_scores_every_job_and_marks_the_weak_ones(checkpoint, syncnet_files, clips, tmp_path,
+                                                                     capsys, monkeypatch):
+    """--min_sync_confidence X: every job scored (its figures in offset, lse_c, lse_d), those under X marked low_sync,
+    counted in the summary. Random weights give confidences near 0, so 1000 marks both."""
+    monkeypatch.setenv("LIPSYNC_SYNCNET", str(syncnet_files["legacy"]))
+    rows = [dict(r, output=str(tmp_path / r["output"])) for r in GOOD]
+    manifest = write_csv(tmp_path / "scored.csv", [dict(r, face=str(clips / r["face"]), audio=str(clips / r["audio"]))
+                                                   for r in rows])
+    args = [str(manifest), "--detector", "haar", "--device", "cpu", "--checkpoint_path", str(checkpoint),
+            "--min_sync_confidence", "1000"]
+    assert batch_cli.main(args) == 0
+    err = capsys.readouterr().err
+    rows = list(csv.DictReader((tmp_path / "scored.report.csv").open()))
+    jobs, total = rows[:-1], rows[-1]
+    assert all(r["status"] == "done" and r["low_sync"] == "True" and -15 <= int(r["offset"]) <= 15
+               and float(r["lse_c"]) < 1000 and float(r["lse_d"]) > 0 for r in jobs), jobs
+    assert total["low_sync"] == "2" and "2 of 2 scored under sync confidence 1000" in err
+    assert "sync LSE-C" in err and "(low)" in err
+
+
+def test_the_report_leaves_the_score_empty_when_not_scored(tmp_path):
+    from lipsync.batch.report import BatchReport, JobResult
+
+    job = batch_manifest.Job(1, "a.mp4", "a.wav", "out.mp4")
+    plain = JobResult.of(job, "done", frames=10, seconds=1.0)
+    scored = JobResult.of(job, "done", frames=10, seconds=1.0, score=type("S", (), {"offset": -1, "lse_c": 4.56789,
+                                                                                     "lse_d": 7.0})())
+    for result in (plain, scored):
+        result.judge(5.0)
+    assert (plain.low_sync, scored.low_sync, scored.lse_c) == (None, True, 4.5679)
+    report = BatchReport([plain, scored], seconds=2.0, workers=1, min_sync_confidence=5.0)
+    rows = list(csv.DictReader(open(report.write(tmp_path / "r.csv"))))
+    assert [rows[0][k] for k in ("offset", "lse_c", "lse_d", "low_sync")] == ["", "", "", ""]
+    assert [rows[1][k] for k in ("offset", "lse_c", "lse_d", "low_sync")] == ["-1", "4.5679", "7.0", "True"]
+    assert "1 of 1 scored under sync confidence 5" in report.summary()
+    assert json.loads(open(report.write(tmp_path / "r.json")).read())["jobs"][0]["lse_c"] is None
+
+
+def test_min_sync_confidence_without_weights_stops_before_any_job(clips, tmp_path, capsys, monkeypatch):
+    from lipsync import weights
+
+    monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "none")
+    monkeypatch.delenv("LIPSYNC_SYNCNET", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    manifest = write_csv(tmp_path / "m.csv", [dict(GOOD[0], face=str(clips / "face.mp4"),
+                                                   audio=str(clips / "speech.wav"), output=str(tmp_path / "o.mp4"))])
+    assert batch_cli.main([str(manifest), "--min_sync_confidence", "3", "--checkpoint_path", "unused"]) == 1
+    err = capsys.readouterr().err
+    assert "syncnet_v2.model" in err and err.count("Error: ") == 1 and not (tmp_path / "o.mp4").exists()
+
+
 def test_local_workers_each_report_at_start_and_one_that_cannot_load_is_left_out(tmp_path, monkeypatch, caplog):
     """Three worker processes, the first cannot load its model: the other two take every job; a worker that dies
     mid-job fails that job alone; when none loads, the batch stops with the worker's sentence."""

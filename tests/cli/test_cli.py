@@ -175,3 +175,59 @@ def test_an_unexpected_error_is_status_3_with_one_line(capsys, monkeypatch):
     monkeypatch.setenv("LIPSYNC_DEBUG", "1")
     with pytest.raises(RuntimeError):
         flags.command_status(RuntimeError("boom"), "Stopped.")
+
+
+# ------------------------------------------------------------------------------------------------ the score command
+
+
+@pytest.mark.slow  # two child processes: a job with its score, then the score command on its result (about 15 s)
+def test_score_json_on_a_result_made_with_random_weights(checkpoint, syncnet_files, face_video, speech, tmp_path):
+    """`--score` prints the three figures; `score --json` on the result prints exactly one JSON object."""
+    import json
+
+    env = {"LIPSYNC_SYNCNET": str(syncnet_files["legacy"]), "LIPSYNC_MODEL_CACHE": str(tmp_path / "models")}
+    out = tmp_path / "result.mp4"
+    proc = run_lipsync("--face", face_video, "--audio", speech, "--outfile", out, "--checkpoint_path", checkpoint,
+                       "--blend", "mouth", "--score", env=env)  # 'mouth': the random mouth leaves the face findable
+    assert proc.returncode == 0, proc.stderr
+    assert "Sync (SyncNet): confidence LSE-C" in proc.stderr and "paper 7.781" in proc.stderr
+    proc = run_lipsync("score", out, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)  # the whole of stdout is one object
+    assert {"offset", "lse_c", "lse_d", "frames", "framewise", "vshift", "crop", "backend"} <= set(got)
+    assert got["frames"] == len(got["framewise"]) > 0 and got["vshift"] == 15 and got["crop"] == "face"
+    assert isinstance(got["offset"], int) and -15 <= got["offset"] <= 15 and "blazeface" in got["detector"]
+
+
+def test_score_command_in_process(syncnet_files, face_video, speech, capsys, monkeypatch):
+    import json
+
+    from lipsync.cli import main
+
+    monkeypatch.setenv("LIPSYNC_SYNCNET", str(syncnet_files["legacy"]))
+    assert main(["score", str(face_video), "--audio", str(speech), "--crop", "none", "--vshift", "4", "--json",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    got = json.loads(out)
+    assert out.count("\n") == 1 and got["vshift"] == 4 and len(got["curve"]) == 9 and got["crop"] == "none"
+    assert main(["score", str(face_video), "--audio", str(speech), "--crop", "none", "--quiet"]) == 0
+    line = capsys.readouterr().out
+    assert "confidence LSE-C" in line and "paper 6.386" in line and "the whole frame" in line
+
+
+@pytest.mark.parametrize("case", ["missing", "no sound", "photo", "bad crop", "bad vshift"])
+def test_score_bad_input_is_one_sentence_and_its_status(case, face_video, face_photo, speech, tmp_path, capsys):
+    from lipsync.cli import main
+
+    args = {"missing": [str(tmp_path / "nope.mp4")], "no sound": [str(face_video)], "photo": [str(face_photo)],
+            "bad crop": [str(face_video), "--crop", "mouth"], "bad vshift": [str(face_video), "--vshift", "-1"]}[case]
+    if case in ("bad crop", "bad vshift"):  # the command line: argparse's status 2
+        with pytest.raises(SystemExit) as stopped:
+            main(["score", *args])
+        assert stopped.value.code == 2
+        return
+    assert main(["score", *args, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    expected = {"missing": "File not found", "no sound": "has no sound to score the lips against",
+                "photo": "is not a video"}[case]
+    assert expected in err and err.count("Error: ") == 1 and "Traceback" not in err

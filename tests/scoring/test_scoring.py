@@ -38,32 +38,6 @@ from lipsync.scoring.windows import audio_batch, window_count
 # ------------------------------------------------------------------------------------------------ test data
 
 
-def random_syncnet(seed: int = 0) -> official.ReferenceS:
-    """The reference network with random weights and batch-norm statistics (made the same way every session)."""
-    torch.manual_seed(seed)
-    model = official.ReferenceS()
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.1, 0.1)
-    return model.eval()
-
-
-@pytest.fixture(scope="session")
-def syncnet_files(data_dir) -> dict[str, Path]:
-    """The same random weights twice: legacy format without the batch-norm counters (as the release file), and
-    torch's zip format with them (55 MB each)."""
-    state = random_syncnet().state_dict()
-    legacy, zipped = data_dir / "syncnet_legacy.model", data_dir / "syncnet_zip.model"
-    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, legacy,
-               _use_new_zipfile_serialization=False)
-    torch.save(state, zipped)
-    return {"legacy": legacy, "zip": zipped}
-
-
 @pytest.fixture(scope="session")
 def reference(syncnet_files) -> official.ReferenceS:
     return official.load_reference(str(syncnet_files["legacy"]))
@@ -121,7 +95,7 @@ def test_files_that_are_not_syncnet_are_refused_in_one_sentence(tmp_path):
     torch.save({"face_encoder_blocks.0.0.conv_block.0.weight": torch.zeros(16, 6, 7, 7)}, generator)
     with pytest.raises(LipSyncError, match="is a Wav2Lip checkpoint .*not SyncNet.*syncnet_v2.model"):
         read_syncnet_weights(str(generator))
-    state = random_syncnet().state_dict()
+    state = official.random_syncnet().state_dict()
     state["netfcaud.3.weight"] = torch.zeros(512, 512)  # a 512-d SyncNet, not the release's 1024
     odd = tmp_path / "narrow.model"
     torch.save(state, odd)

@@ -7,8 +7,8 @@ DEFAULTS = dict(device="cpu", detector="haar")  # tests run on the CPU with the 
 
 
 def call_handler(web, **settings):
-    """(original, result, download, stats, face timeline image) of one job on the server's own checkpoint
-    ($LIPSYNC_CHECKPOINT)."""
+    """(original, result, download, stats, face timeline image, sync timeline image or None, the score as a dict) of
+    one job on the server's own checkpoint ($LIPSYNC_CHECKPOINT)."""
     from webapp.jobs import CUSTOM
 
     return web.jobs.run({"checkpoint_path": CUSTOM, **DEFAULTS, **settings})

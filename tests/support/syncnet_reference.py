@@ -14,6 +14,7 @@ feed both sides the same decoded crops and the same 16-bit samples.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -60,6 +61,30 @@ class ReferenceS(nn.Module):
     def forward_lip(self, x: torch.Tensor) -> torch.Tensor:
         mid = self.netcnnlip(x)
         return self.netfclip(mid.view((mid.size()[0], -1)))
+
+
+def random_syncnet(seed: int = 0) -> ReferenceS:
+    """The reference network with random weights and batch-norm statistics (made the same way every session)."""
+    torch.manual_seed(seed)
+    model = ReferenceS()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+def save_random_syncnet(legacy: Path, zipped: Path | None = None) -> None:
+    """The same random weights as the release file is saved (legacy format, no batch-norm counters) and, given
+    `zipped`, in torch's zip format with them (55 MB each)."""
+    state = random_syncnet().state_dict()
+    torch.save({k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}, legacy,
+               _use_new_zipfile_serialization=False)
+    if zipped is not None:
+        torch.save(state, zipped)
 
 
 def load_reference(path: str) -> ReferenceS:

@@ -37,13 +37,15 @@ def test_the_docs_name_every_parameter_of_the_lipsync_endpoint(web):
 
 @pytest.mark.slow
 def test_handler_runs_end_to_end_on_a_photo(web):
-    original, result, download, stats, timeline = call_handler(web, face=str(EXAMPLES / "astronaut.jpg"),
-                                                               audio=str(EXAMPLES / "speech.wav"))
+    original, result, download, stats, timeline, sync_strip, score = call_handler(
+        web, face=str(EXAMPLES / "astronaut.jpg"), audio=str(EXAMPLES / "speech.wav"))
     info = probe_media(result)
     assert info.has_audio and (info.width, info.height) == (512, 512)
     assert probe_media(original).has_video and download == result
     assert "without a face" in stats and "haar" in stats
     assert timeline.ndim == 3 and timeline.shape[2] == 3 and timeline.dtype.name == "uint8"  # the face timeline
+    assert sync_strip is None and score == {"offset": None, "lse_c": None, "lse_d": None, "frames": None,
+                                            "reason": "not asked for (score is off)"}  # off on a CPU by default
 
 
 def test_handler_turns_bad_input_into_gr_error(web, tmp_path):
@@ -59,7 +61,7 @@ def test_handler_turns_bad_input_into_gr_error(web, tmp_path):
         call_handler(web, face=str(EXAMPLES / "astronaut.jpg"), audio=str(silent))
     # a failed job does not break the next one (0.6 s of speech: the job, not its length, is what is tested)
     short = media.write_wav(tmp_path / "short.wav", media.speech_samples(0.6))
-    _, result, _, _, _ = call_handler(web, face=str(EXAMPLES / "astronaut.mp4"), audio=str(short))
+    _, result, *_ = call_handler(web, face=str(EXAMPLES / "astronaut.mp4"), audio=str(short))
     assert len(list(read_frames(probe_media(result)))) > 0
 
 
@@ -84,14 +86,17 @@ def test_http_api_with_gradio_client(server, tmp_path):
     from gradio_client import Client, handle_file
 
     client = Client(server, verbose=False, download_files=str(tmp_path))
-    original, result, download, stats, timeline = client.predict(
+    original, result, download, stats, timeline, sync_strip, score = client.predict(
         face=handle_file(str(EXAMPLES / "astronaut.jpg")), audio=handle_file(str(EXAMPLES / "speech.wav")),
-        checkpoint_path="custom ($LIPSYNC_CHECKPOINT)", device="cpu", detector="haar", api_name="/lipsync")
+        checkpoint_path="custom ($LIPSYNC_CHECKPOINT)", device="cpu", detector="haar", score=True,
+        api_name="/lipsync")
     path = result["video"] if isinstance(result, dict) else result
     info = probe_media(path)
     assert info.has_audio and info.has_video and (info.width, info.height) == (512, 512)
     assert len(list(read_frames(info))) == 72  # 3.0 s of speech: 241 mel frames, 72 windows at 25 fps
     assert "72 frames" in stats
+    # no SyncNet weights on this server (offline): the video is made, the score's absence said in one sentence
+    assert score["lse_c"] is None and "syncnet_v2.model" in score["reason"] and "Sync not scored" in stats
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -230,3 +235,47 @@ def test_a_cancelled_streamed_job_leaves_nothing_behind(web, tmp_path):
     job.close()
     assert not next(iter(folders)).exists()
     assert not [t for t in threading.enumerate() if t.name == "lipsync-streamed-job"]
+
+
+def test_the_score_switch_is_off_on_a_cpu_with_its_cost_beside_it(web):
+    """On where it costs little (a GPU; on a CPU when it adds at most a quarter of the job's own time), else off with
+    the time it would add; the switch follows the clip."""
+    from lipsync import default_score
+
+    config = web.build().get_config_file()
+    switch = [c["props"] for c in config["components"] if c.get("props", {}).get("label") == "Score the sync (SyncNet)"]
+    assert len(switch) == 1 and switch[0]["value"] == default_score() and default_score("cpu") is False
+    settings = {"device": "cpu", "face": str(EXAMPLES / "astronaut.mp4"), "audio": str(EXAMPLES / "speech.wav")}
+    value, note = web.jobs.score_cost(settings)
+    extra, job = __import__("lipsync").score_seconds(settings["face"], settings["audio"], device="cpu")
+    assert value["value"] is (extra <= job / 4)
+    assert ("would add about" in note and "the job itself" in note) if extra > job / 4 else "adds about" in note
+    value, note = web.jobs.score_cost({**settings, "device": "cuda"})  # a GPU (as on ZeroGPU): on, nothing to say
+    assert value["value"] is True and note == ""
+    assert "choose a face and audio" in web.jobs.score_cost({"device": "cpu"})[1]
+
+
+def test_the_offsets_switch_and_number_make_one_setting(web):
+    assert web.jobs.options({"audio_offset": 80, "audio_offset_auto": False}).audio_offset == 80
+    assert web.jobs.options({"audio_offset": 80, "audio_offset_auto": True}).audio_offset == "auto"
+    assert web.jobs.options({"audio_offset": None}).audio_offset == 0
+
+
+def test_a_scored_job_returns_its_sync_timeline_and_score(web, syncnet_files, monkeypatch):
+    """The page's outputs after a scored job: the stats with the paper's figures, the sync timeline (one column per
+    frame) and the score as JSON, as /lipsync and the MCP tool return them."""
+    monkeypatch.setenv("LIPSYNC_SYNCNET", str(syncnet_files["legacy"]))
+    *_, stats, timeline, strip, score = call_handler(web, face=str(EXAMPLES / "astronaut.jpg"),
+                                                     audio=str(EXAMPLES / "speech.wav"), score=True, resize_factor=4,
+                                                     box_top=20, box_bottom=100, box_left=30, box_right=100)
+    assert set(score) == {"offset", "lse_c", "lse_d", "frames", "offset_fixed_ms"} and score["frames"] == 72 - 5
+    assert "confidence LSE-C" in stats and "paper 7.781" in stats and "paper 6.386" in stats
+    assert strip.shape[2] == 3 and strip.shape[1] == timeline.shape[1]  # both strips: one column per frame
+
+
+def test_the_endpoints_description_says_what_it_returns(web):
+    demo = web.build()
+    doc = next(fn for fn in demo.fns.values() if fn.api_name == "lipsync").fn.__doc__
+    returns = doc.split("Returns:")[1]
+    assert "sync timeline" in returns and "{offset, lse_c, lse_d, frames" in returns and "'reason'" in returns
+    assert "audio_offset_auto: true: measure the result's sound offset" in doc

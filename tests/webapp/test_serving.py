@@ -158,7 +158,7 @@ def _run(command: list[str] | str, folder: Path, env: dict) -> str:
     return proc.stdout
 
 
-def test_the_readme_examples_run_as_written(site, checkpoint, tmp_path):
+def test_the_readme_examples_run_as_written(site, checkpoint, syncnet_files, tmp_path):
     """Every Python example and command line of the README and of the docs pages they link to (batch, Python API),
     in order: the gradio_client example against the served app (its URL the only change), the others on the files
     they name. Not run here: setting up (run.sh, .ci/run, pip install), pushing to a Space, a Ray cluster, the
@@ -185,8 +185,10 @@ def test_the_readme_examples_run_as_written(site, checkpoint, tmp_path):
     out = _run([sys.executable, "-c", batch_api], tmp_path, env)
     assert "1 done" in out and (tmp_path / "out" / "a.mp4").exists() and (tmp_path / "report.json").exists()
 
-    same_as_readme, live_api = _blocks("python", DOCS / "python-api.md")
+    same_as_readme, score_api, live_api = _blocks("python", DOCS / "python-api.md")
     assert same_as_readme == engine_api
+    out = _run([sys.executable, "-c", score_api], tmp_path, {**env, "LIPSYNC_SYNCNET": str(syncnet_files["legacy"])})
+    assert "confidence LSE-C" in out and len(out.splitlines()[-1].split()) == 4, out  # random weights: any numbers
     out = _run([sys.executable, "-c", live_api], tmp_path, env)  # a live session: chunks in, frames out
     assert int(out.split()[0]) >= 15 and "0.04 s of audio each" in out, out
     shutil.rmtree(tmp_path / "downloads", ignore_errors=True)

@@ -86,7 +86,8 @@ def test_the_mcp_tool_is_listed_and_syncs_a_clip(mcp_server, tmp_path):
                 answer = await client.call_tool("lipsync", {
                     "face": _data_url(EXAMPLES / "astronaut.jpg", "image/jpeg"),
                     "audio": _data_url(speech, "audio/wav"),
-                    "checkpoint_path": "custom ($LIPSYNC_CHECKPOINT)", "device": "cpu", "detector": "haar"})
+                    "checkpoint_path": "custom ($LIPSYNC_CHECKPOINT)", "device": "cpu", "detector": "haar",
+                    "score": True})
                 return tools, tool, answer
 
     tools, tool, answer = asyncio.run(session())
@@ -95,6 +96,7 @@ def test_the_mcp_tool_is_listed_and_syncs_a_clip(mcp_server, tmp_path):
     text = " ".join(getattr(c, "text", "") for c in answer.content)
     assert not answer.isError, text
     assert ".mp4" in text and "frames" in text
+    assert "lse_c" in text and "syncnet_v2.model" in text  # the score's JSON: no weights on this server, the reason
 
 
 def test_the_server_starts_without_warnings(mcp_server):
