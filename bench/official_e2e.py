@@ -125,13 +125,17 @@ def main() -> None:
         "ours": ([py, "-m", "lipsync", "--checkpoint_path", str(checkpoint), "--face", str(clip), "--audio",
                   str(speech), "--outfile", str(work / "out_ours.mp4"), "--box", *box, "--device", "cpu"],
                  ROOT, ours_env),
+        # the same with fp32 forced: the official numbers exactly (the default, auto, is bf16 where the CPU has it)
+        "ours fp32": ([py, "-m", "lipsync", "--checkpoint_path", str(checkpoint), "--face", str(clip), "--audio",
+                       str(speech), "--outfile", str(work / "out_fp32.mp4"), "--box", *box, "--device", "cpu",
+                       "--precision", "fp32"], ROOT, ours_env),
     }
-    times: dict[str, list[float]] = {"official": [], "ours": []}
+    times: dict[str, list[float]] = {"official": [], "ours": [], "ours fp32": []}
     first_frame: list[float] = []
-    backend = ""
+    backend = backend_fp32 = ""
     print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     for r in range(args.rounds):
-        order = ("official", "ours") if r % 2 == 0 else ("ours", "official")
+        order = ("official", "ours", "ours fp32") if r % 2 == 0 else ("ours fp32", "ours", "official")
         for name in order:
             cmd, cwd, e = cmds[name]
             seconds, log = timed(cmd, cwd, e)
@@ -141,6 +145,9 @@ def main() -> None:
                 first_frame.append(float(found.group(1)) if found else float("nan"))
                 found = re.search(r"model backend (.*?); ", log)
                 backend = found.group(1) if found else backend
+            if name == "ours fp32":
+                found = re.search(r"model backend (.*?); ", log)
+                backend_fp32 = found.group(1) if found else ""
             print(f"round {r + 1} {name:8s} {seconds:7.1f} s", flush=True)
     print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     n_off, n_ours = frame_count(work / "out_official.mp4"), frame_count(work / "out_ours.mp4")
@@ -164,12 +171,16 @@ def main() -> None:
           f"{official_median:.1f} | {n_off} |")
     print(f"| ours `python -m lipsync --box --device cpu` | {', '.join(f'{t:.1f}' for t in times['ours'])} | "
           f"{statistics.median(ours_warm):.1f} (cached) / {times['ours'][0]:.1f} (first, converting) | {n_ours} |")
+    fp32 = statistics.median(times["ours fp32"])
+    print(f"| ours with `--precision fp32` | {', '.join(f'{t:.1f}' for t in times['ours fp32'])} | {fp32:.1f} | "
+          f"{frame_count(work / 'out_fp32.mp4')} |")
     print()
     print(f"ratio official / ours, median of the cached runs: {official_median / statistics.median(ours_warm):.2f}x; "
           f"first run (conversion included): {official_median / times['ours'][0]:.2f}x; per round: "
           f"{', '.join(f'{x:.2f}' for x in ratios)}")
+    print(f"ratio official / ours with --precision fp32: {official_median / fp32:.2f}x")
     print(f"ours: first frame after {', '.join(f'{t:.1f}' for t in first_frame)} s (from main()); "
-          f"model backend {backend}")
+          f"model backend {backend}; with --precision fp32: {backend_fp32}")
 
 
 if __name__ == "__main__":

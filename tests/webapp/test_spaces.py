@@ -136,4 +136,5 @@ def test_on_zero_gpu_the_streamed_result_is_one_gpu_call(checkpoint, tmp_path):
     if result["generator"] is False:
         pytest.skip("ffmpeg and ffprobe are not on the PATH here, so the page does not stream")
     (call,) = result["calls"]  # one GPU call for the whole job, its segments streamed out of it
-    assert call["fn"] == "run_job_streamed" and len(result["segments"]) == 3 and result["final"].endswith(".mp4")
+    # several chunks came out of the one call while it ran (how many depends on the pace: webapp.stream.ChunkPacer)
+    assert call["fn"] == "run_job_streamed" and len(result["segments"]) >= 2 and result["final"].endswith(".mp4")
