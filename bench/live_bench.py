@@ -116,6 +116,7 @@ def bench_streamed(seconds: float, checkpoint: Path, work: Path) -> None:
             page.locator("input[type=file][accept*='audio']").first.set_input_files(str(speech))
             page.get_by_text("Green: with padding").wait_for(timeout=120_000)
             page.wait_for_timeout(2000)  # the page settled: previews done, the model warm
+            cpu_before = cpu_seconds_by_program()
             page.get_by_role("button", name="Sync lips").click()
             start, first, end = time.time(), None, None
             marks["click"] = start
@@ -138,6 +139,10 @@ def bench_streamed(seconds: float, checkpoint: Path, work: Path) -> None:
                 page.wait_for_timeout(50)
             print(f"{label:32s} first frame {first if first is None else round(first, 1)} s, "
                   f"end {end if end is None else round(end, 1)} s")
+            cpu_after = cpu_seconds_by_program()
+            spent = {k: v - cpu_before.get(k, 0.0) for k, v in cpu_after.items()}
+            print("  CPU seconds from the click to the end: " + ", ".join(
+                f"{k} {v:.1f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.2))
             if stream:
                 print("| step (streamed page) | seconds after the click |")
                 print("|---|---:|")
@@ -146,6 +151,23 @@ def bench_streamed(seconds: float, checkpoint: Path, work: Path) -> None:
             page.close()
     jobs.segments_then_result = original_segments
     print(f"load average after {load()}")
+
+
+def cpu_seconds_by_program() -> dict[str, float]:
+    """CPU seconds used so far by every live process on the host, by program name (from /proc): who took the
+    cores during a run (the job's process, its ffmpeg children, Gradio's ffmpeg calls, Chromium)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used: dict[str, float] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1: text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        # its own time and that of its children it has waited for (ffmpeg calls that have ended)
+        used[name] = used.get(name, 0.0) + sum(int(v) for v in fields[11:15]) / ticks
+    return used
 
 
 def _note_stream_response(response, marks: dict[str, float]) -> None:

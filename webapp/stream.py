@@ -26,17 +26,17 @@ import gradio as gr
 
 from lipsync import Progress, SyncResult, segment_spans
 
-LOW_WATER_SECONDS = 3.0  # the player this little ahead of where it plays: every finished segment goes at once
+LOW_WATER_SECONDS = 1.0  # the player this little ahead of where it plays: every finished segment goes at once
 
 
 class ChunkPacer:
     """Which finished segments go to the player now, joined into one chunk (MPEG-TS segments join byte for byte).
 
     The first segment goes at once (the first frame soon). Later ones wait, joined, while the player is well ahead:
-    a chunk goes once what waits is at least half the player's lead (so chunks grow with the lead, and their
-    number grows with the log of the clip's length), or at once when the lead is under LOW_WATER_SECONDS. The lead
-    is counted from when the first chunk went, as if it had started playing then: the player starts later, so it
-    is really further ahead than that."""
+    a chunk goes once what waits is twice the player's lead (so chunks about triple, and their number grows with
+    the log of the clip's length), or at once when the lead is under LOW_WATER_SECONDS (Gradio takes a few tenths
+    of a second to pass a chunk on), which is what keeps the player fed while chunks wait. The lead is counted from when the first chunk went, as if it had
+    started playing then: the player starts later, so it is really further ahead than that."""
 
     def __init__(self, folder: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.folder, self.clock = Path(folder), clock
@@ -57,7 +57,7 @@ class ChunkPacer:
         self.known = len(spans)
         waiting = sum(seconds for _, seconds in self.waiting)
         if not self.waiting or not (finished or self.first_sent is None or self.lead() < LOW_WATER_SECONDS
-                                    or waiting >= self.lead() / 2):
+                                    or waiting >= 2 * self.lead()):
             return []
         return [self._join()]
 

@@ -41,6 +41,13 @@ class SafeBackend:
     def name(self) -> str:
         return self.backend.name
 
+    def for_latency(self) -> "SafeBackend":
+        """The same model tuned for one face at a time (live sessions): OpenVINO with one stream on all the threads,
+        so a single face uses every core instead of one; any other backend as it is."""
+        if not hasattr(self.backend, "single_stream"):
+            return self
+        return SafeBackend(self.backend.single_stream(), self.network, self.device, self.precision)
+
     @property
     def label(self) -> str:
         return self.backend.label
@@ -119,11 +126,13 @@ def resolve_precision(precision: str, device: str, choice: str = "auto") -> str:
 
 
 def backend_for(network: LazyModel, device: str, precision: str = "fp32", choice: str = "auto",
-                warm_batch: int = 8) -> SafeBackend:
-    """choose_backend once per (device, precision, choice) for this network: an engine builds once, not per job."""
+                warm_batch: int = 8, latency: bool = False) -> SafeBackend:
+    """choose_backend once per (device, precision, choice) for this network: an engine builds once, not per job.
+    `latency`: the variant for one face at a time (SafeBackend.for_latency), made once from the same model."""
     precision = resolve_precision(precision, device, choice)
-    key = (str(device), precision, choice)
-    with network.lock:
+    key = (str(device), precision, choice, latency)
+    with network.lock:  # re-entrant: the latency variant is made from the plain one
         if key not in network.backends:
-            network.backends[key] = choose_backend(network, device, precision, choice, warm_batch)
+            network.backends[key] = (backend_for(network, device, precision, choice, warm_batch).for_latency()
+                                     if latency else choose_backend(network, device, precision, choice, warm_batch))
         return network.backends[key]

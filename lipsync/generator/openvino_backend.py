@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
@@ -54,6 +55,14 @@ class OpenVINOBackend:
         self._compiled: dict[int, list] = {}  # chunk size -> one infer request per stream
         self._lock = threading.Lock()  # the requests are shared: one batch at a time
         self.reason = ""
+
+    def single_stream(self) -> "OpenVINOBackend":
+        """This model compiled as one stream on all the threads: a single face runs on every core (a live session's
+        frame of speech), where two streams give each face one core (a job's batches, split over both)."""
+        backend = OpenVINOBackend(self.ov_model, self.core, self.threads, 1, self.precision)
+        threads = f"1 stream x {self.threads} thread{'s' if self.threads > 1 else ''}"
+        backend.reason = re.sub(r"\d+ streams? x \d+ threads?", threads, self.reason)
+        return backend
 
     def requests(self, chunk: int) -> list:
         """The infer requests for `chunk` faces, compiling that shape on first use (its precision checked)."""

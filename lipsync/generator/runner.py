@@ -53,13 +53,13 @@ class ModelRunner:
     """
 
     def __init__(self, model: Wav2Lip | LazyModel, device: str, precision: str = "fp32",
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", latency: bool = False) -> None:
         if precision == "fp16" and not str(device).startswith(("cuda", "mps")):
             raise LipSyncError("fp16 runs on a GPU only. Use --precision fp32, or bf16 on a recent CPU.")
         self.network = LazyModel.of(model, str(device))
         self.device = str(device)
         self.max_batch: int | None = None  # lowered after an out-of-memory error, for the rest of this job
-        self.backend = backend_for(self.network, self.device, precision, backend)
+        self.backend = backend_for(self.network, self.device, precision, backend, latency=latency)
 
     @property
     def backend_label(self) -> str:

@@ -433,7 +433,7 @@ def start_session(avatar: Avatar, model: Wav2Lip | LazyModel, device: str, optio
                   release: Callable[[], None]) -> LiveSession:
     """A live session on a prepared avatar: the model made ready and timed (its first call is the slow one),
     the frame rate chosen from that time unless the options fix it. `release` frees the session's slot."""
-    runner = ModelRunner(model, device, options.precision, options.backend)
+    runner = ModelRunner(model, device, options.precision, options.backend, latency=True)
     speed = measure_speed(runner, avatar, 1, repeats=4)  # one face at a time: the latency of a frame of speech
     batch = max(1, min(LIVE_BATCH.get(device.split(":")[0], 4), int(speed * BATCH_SECONDS)))  # ~BATCH_SECONDS
     sync = LiveSync(avatar, runner, choose_rate(speed, options.live_fps), options.blend, batch)
