@@ -35,8 +35,9 @@ class ChunkPacer:
     The first segment goes at once (the first frame soon). Later ones wait, joined, while the player is well ahead:
     a chunk goes once what waits is twice the player's lead (so chunks about triple, and their number grows with
     the log of the clip's length), or at once when the lead is under LOW_WATER_SECONDS (Gradio takes a few tenths
-    of a second to pass a chunk on), which is what keeps the player fed while chunks wait. The lead is counted from when the first chunk went, as if it had
-    started playing then: the player starts later, so it is really further ahead than that."""
+    of a second to pass a chunk on), which is what keeps the player fed while chunks wait. The lead is counted from
+    when the first chunk went, as if it had started playing then: the player starts later, so it is really further
+    ahead than that."""
 
     def __init__(self, folder: str, clock: Callable[[], float] = time.monotonic) -> None:
         self.folder, self.clock = Path(folder), clock
