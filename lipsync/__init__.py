@@ -39,6 +39,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "geometry": ("Box",),
     "weights": ("resolve_checkpoint", "available_checkpoints", "CHECKPOINTS", "DEFAULT_CHECKPOINT"),
     "atomic": ("replacing",),
+    "environment": ("env_number",),
     "generator": ("load_model",),
     "media.probe": ("probe_media",),
     "media.segments": ("Progress", "write_live_segment", "segment_spans"),
@@ -78,6 +79,7 @@ if TYPE_CHECKING:  # what `__getattr__` gives, for type checkers and editors (te
         score_seconds,
         shared_engine,
     )
+    from .environment import env_number
     from .faces.cache import prune_detection_cache
     from .faces.preview import FacePreview, draw_boxes
     from .faces.timeline import face_timeline

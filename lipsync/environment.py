@@ -99,6 +99,13 @@ def declare(name: str, kind: str, default: Any, help: str) -> Variable:
     return variable
 
 
+def env_number(name: str, default: float) -> float:
+    """A number from the environment variable `name`, or `default` (its type kept), through the one parser: kept in
+    the public API for scripts that used it; the package itself reads only the variables declared here."""
+    kind = "integer" if isinstance(default, int) and not isinstance(default, bool) else "number"
+    return Variable(name, kind, default, "read by a caller of lipsync.env_number").read()
+
+
 def describe() -> str:
     """The variables as a Markdown table (name, default, what it does)."""
     rows = ["| variable | default | what it does |", "|---|---|---|"]
