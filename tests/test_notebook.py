@@ -105,11 +105,14 @@ def has_gpu() -> bool:
 def app_defaults() -> dict:
     """The settings the web app's page starts with, as Options (from its API's parameter defaults)."""
     from webapp import AppConfig, WebApp
+    from webapp.jobs import AUTO_OFFSET
 
     api = WebApp(AppConfig.from_environment()).build().get_api_info()
     parameters = api["named_endpoints"]["/lipsync"]["parameters"]
     flat = {p["parameter_name"]: p["parameter_default"] for p in parameters
             if p["parameter_name"] not in ("face", "audio", "checkpoint_path", "device")}
+    if flat.pop(AUTO_OFFSET, False):  # the page's switch beside the offset's box, as the page's job reads it
+        flat["audio_offset"] = "auto"
     return json.loads(json.dumps(dataclasses.asdict(Options.from_flat(flat))))
 
 

@@ -188,7 +188,7 @@ def test_cpu_job_on_a_cached_model_imports_no_torch(checkpoint, tmp_path, model_
         "import sys, lipsync\n"
         f"engine = lipsync.LipSync({str(checkpoint)!r}, device='cpu', allow_download=False)\n"
         f"result = engine.sync({str(face)!r}, {str(speech)!r}, {str(tmp_path / 'fast.mp4')!r}, "
-        "box=(40, 200, 90, 230))\n"
+        "box=(40, 200, 90, 230), precision='fp32')\n"  # fp32: the PyTorch path's numbers (auto may be bf16)
         "print(result.backend, '|', 'torch' in sys.modules, engine.network.loaded)\n")
     env = dict(os.environ, LIPSYNC_MODEL_CACHE=str(model_cache), PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
