@@ -226,7 +226,7 @@ def fps(frames: int, seconds: float) -> str:
 
 
 def bench_clip(name: str, work: Path, checkpoint: Path, device: str, detector: str) -> None:
-    from lipsync.devices import model_batch, resolve_device
+    from lipsync.runtime.devices import model_batch, resolve_device
 
     device = resolve_device(device)
     clip, speech = make_inputs(work, name)
@@ -302,7 +302,7 @@ def main() -> None:
         media.make_checkpoint(checkpoint)
     clips = args.clips or (["4s-480p"] if args.quick else ["10s-720p", "60s-1080p"])
     print(f"# lipsync benchmark, {time.strftime('%Y-%m-%d')}\nmachine: {machine()}")
-    from lipsync.devices import resolve_device
+    from lipsync.runtime.devices import resolve_device
 
     precision_check(resolve_device(args.device), work, checkpoint)
     if args.precision:

@@ -152,8 +152,8 @@ def speed(n_faces: int, rounds: int) -> None:
     import media
     import torch
 
-    from lipsync.devices import cpu_threads
     from lipsync.restore import backends as restorer
+    from lipsync.runtime.devices import cpu_threads
 
     WORK.mkdir(parents=True, exist_ok=True)
     weights = WORK / "gfpgan_random.pth"

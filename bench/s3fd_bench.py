@@ -31,7 +31,7 @@ import fit_box_map as fit  # also puts the repository and tests/ on the path
 import media
 
 from lipsync.faces import s3fd
-from lipsync.weights import find_s3fd
+from lipsync.weights.locate import find_s3fd
 
 
 def _best_of(repeats: int, work) -> tuple[float, object]:

@@ -35,7 +35,7 @@ sys.path[:0] = [str(ROOT)]
 
 import numpy as np
 
-from lipsync.devices import cpu_threads
+from lipsync.runtime.devices import cpu_threads
 from lipsync.scoring import layout, score_video
 from lipsync.scoring.backends import OpenVINOSyncNet, example_inputs
 from lipsync.scoring.graph import build_graph

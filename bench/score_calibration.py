@@ -106,7 +106,7 @@ def main() -> None:
     import openvino as ov
     from score_bench import random_weights
 
-    from lipsync.devices import cpu_threads
+    from lipsync.runtime.devices import cpu_threads
     from lipsync.scoring.backends import OpenVINOSyncNet
     from lipsync.scoring.graph import build_graph
 

@@ -37,8 +37,8 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
     "results": ("SyncResult", "SyncScore", "PAPER_LSE_C", "PAPER_LSE_D"),
     "scoring.timeline": ("sync_timeline", "SYNC_LEGEND"),
     "geometry": ("Box",),
-    "weights": ("resolve_checkpoint", "available_checkpoints", "CHECKPOINTS", "DEFAULT_CHECKPOINT"),
-    "atomic": ("replacing",),
+    "weights.locate": ("resolve_checkpoint", "available_checkpoints", "CHECKPOINTS", "DEFAULT_CHECKPOINT"),
+    "storage.atomic": ("replacing",),
     "environment": ("env_number",),
     "generator": ("load_model",),
     "media.probe": ("probe_media",),
@@ -59,7 +59,6 @@ _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = ["LipSyncError", *_WHERE]
 
 if TYPE_CHECKING:  # what `__getattr__` gives, for type checkers and editors (tests/test_layout.py: the same names)
-    from .atomic import replacing
     from .batch.manifest import Job, load_manifest
     from .batch.report import BatchReport, JobResult
     from .batch.run import run_batch
@@ -93,7 +92,8 @@ if TYPE_CHECKING:  # what `__getattr__` gives, for type checkers and editors (te
     from .options import DEVICES, EngineOptions, Options, flat_settings, server_limits
     from .results import PAPER_LSE_C, PAPER_LSE_D, SyncResult, SyncScore
     from .scoring.timeline import SYNC_LEGEND, sync_timeline
-    from .weights import CHECKPOINTS, DEFAULT_CHECKPOINT, available_checkpoints, resolve_checkpoint
+    from .storage.atomic import replacing
+    from .weights.locate import CHECKPOINTS, DEFAULT_CHECKPOINT, available_checkpoints, resolve_checkpoint
 
 
 def __getattr__(name: str) -> Any:

@@ -15,8 +15,6 @@ import threading
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .concurrency import BuildOnce
-from .devices import release_memory, resolve_device
 from .environment import LIVE_SESSIONS
 from .errors import LipSyncError
 from .faces.detectors import DetectorChoice, get_detector
@@ -31,12 +29,14 @@ from .media.video import display_copy as _display_copy
 from .options import Options
 from .pipeline import ProgressCallback, run
 from .results import SyncResult, SyncScore
+from .runtime.concurrency import BuildOnce
+from .runtime.devices import release_memory, resolve_device
 from .scoring import cost as score_cost
 from .scoring.backends import shared_syncnet
 from .scoring.job import score_result
 from .scoring.score import probe_clip, score_video
 from .scoring.windows import Embedder
-from .weights import find_s3fd, resolve_checkpoint, resolve_restorer, resolve_syncnet
+from .weights.locate import find_s3fd, resolve_checkpoint, resolve_restorer, resolve_syncnet
 
 if TYPE_CHECKING:
     from .generator.network import Wav2Lip
@@ -257,7 +257,7 @@ def score_seconds(face: str, audio_path: str, options: Options | None = None,
                   device: str = "auto") -> tuple[float, float]:
     """(about how many seconds scoring the result would add, about how many the job itself takes) for these files
     on `device`, from their headers (lipsync.scoring.cost, lipsync.media.limits)."""
-    from .devices import cpu_threads
+    from .runtime.devices import cpu_threads
 
     options = options or Options()
     device = _named(device)

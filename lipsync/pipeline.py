@@ -22,8 +22,6 @@ import numpy as np
 
 from .blend import pauses
 from .blend.paste import paste
-from .concurrency import QUEUE_FRAMES, prefetch
-from .devices import model_batch
 from .faces.crops import FaceDetection, output_boxes
 from .faces.detectors import DetectorChoice
 from .generator import LazyModel, ModelRunner
@@ -37,7 +35,9 @@ from .media.video import VideoWriter, choose_encoder
 from .options import Options
 from .restore.enhance import MouthEnhancer
 from .results import SyncResult
-from .timings import StageTimes
+from .runtime.concurrency import QUEUE_FRAMES, prefetch
+from .runtime.devices import model_batch
+from .runtime.timings import StageTimes
 
 ProgressCallback = Callable[[str, int, int], None]  # (stage, done, total)
 CropFor = Callable[[int], Optional[Box]]  # frame index -> its crop, or None without a face

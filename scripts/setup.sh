@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-nvidia_driver() {  # what lipsync.devices.nvidia_driver_present checks, without Python
+nvidia_driver() {  # what lipsync.runtime.devices.nvidia_driver_present checks, without Python
   [ -e /proc/driver/nvidia ] || [ -e /dev/nvidiactl ] || { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
 }
 

@@ -25,8 +25,8 @@ import media
 def pytest_collection_finish(session) -> None:
     """Every test module is imported by now (torch, gradio, mediapipe, OpenVINO: hundreds of thousands of objects
     that live as long as the run). Frozen out of the garbage collector's view, so the gc.collect() that ends every
-    job (lipsync.devices.release_memory) walks only what the tests made since: it cost 0.4 s a job, about 21 s of
-    the fast lane, before."""
+    job (lipsync.runtime.devices.release_memory) walks only what the tests made since: it cost 0.4 s a job, about
+    21 s of the fast lane, before."""
     gc.freeze()
 
 

@@ -1,4 +1,4 @@
-"""The one checkpoint reader (lipsync.checkpoints), for every model: what torch writes reads as torch reads it
+"""The one checkpoint reader (lipsync.weights.reader), for every model: what torch writes reads as torch reads it
 (float16, bfloat16, float64, nn.Parameter; zip and legacy), what it cannot read is named in one sentence, and small
 files that ask for gigabytes are refused before any of their data is read: the reading process's peak memory is
 measured in a child process (ru_maxrss), since memory is the point."""
@@ -20,11 +20,12 @@ import pytest
 import torch
 from torch import nn
 
-from lipsync.checkpoints import PICKLE_BYTES, CheckpointRefused, read_tensors
 from lipsync.errors import LipSyncError
 from lipsync.generator.checkpoint import read_weights
 from lipsync.generator.layout import state_dict_shapes
 from lipsync.generator.network import load_model
+from lipsync.weights.formats import PICKLE_BYTES
+from lipsync.weights.reader import CheckpointRefused, read_tensors
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA_PEAK_MB = 5 * PICKLE_BYTES / 2**20  # what refusing a file may add to the process's peak: a few pickle caps

@@ -17,10 +17,9 @@ FRONT_ENDS = {"cli", "batch", "__main__"}  # what people run; they call the engi
 ENGINE = {"engine"}  # a loaded model and the jobs it runs
 WIRING = {"pipeline"}  # the stages of one job, wired together
 STAGES = {"media", "faces", "generator", "blend", "restore", "live", "scoring"}
-BASE = {"options", "environment", "errors", "results", "geometry", "atomic", "files", "devices", "concurrency",
-        "timings", "checkpoints", "weights", "openvino_models", "interrupts", "assets"}
+BASE = {"options", "environment", "errors", "results", "geometry", "weights", "runtime", "storage", "assets"}
 LAYERS = [FRONT_ENDS, ENGINE, WIRING, STAGES, BASE]
-TOP_LEVEL_LIMIT = 18  # modules at lipsync/'s top (the rest in folders by concept); __init__ and __main__ included
+TOP_LEVEL_LIMIT = 10  # modules at lipsync/'s top (the rest in folders by concept); __init__ and __main__ included
 
 
 def _module_name(path: Path) -> str:

@@ -111,7 +111,7 @@ def test_lipsync_command_runs_from_the_installed_wheel(wheel, tmp_path):
                             timeout=120)
     assert helped.returncode == 0, helped.stderr
     assert "--face" in helped.stdout and "--pads" in helped.stdout
-    where = subprocess.run([sys.executable, "-c", "import lipsync, lipsync.weights as w; "
+    where = subprocess.run([sys.executable, "-c", "import lipsync, lipsync.weights.locate as w; "
                                                   "print(lipsync.__file__); print(w.WEIGHTS_DIR)"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     package_file, weights_dir = where.stdout.split("\n")[:2]

@@ -7,9 +7,9 @@ import threading
 import pytest
 
 from lipsync import Options
-from lipsync.concurrency import prefetch
-from lipsync.devices import frame_budget_bytes, model_batch
 from lipsync.faces import cache
+from lipsync.runtime.concurrency import prefetch
+from lipsync.runtime.devices import frame_budget_bytes, model_batch
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Imported by lipsync or the app, but not installed by requirements-cpu.txt: where each comes from, and why a CPU
 # install never needs it (each import is inside a function, or guarded).
 OPTIONAL = {
-    "torch": "requirements-gpu.txt (lipsync.devices.torch_missing says so where it is needed)",
+    "torch": "requirements-gpu.txt (lipsync.runtime.devices.torch_missing says so where it is needed)",
     "ray": "requirements-ray.txt (batch --ray says so)",
     "spaces": "Hugging Face Spaces' own package (app.py: try/except ImportError)",
 }

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from lipsync import weights
 from lipsync.errors import LipSyncError
+from lipsync.weights import locate as weights
 
 
 def test_explicit_path_wins(monkeypatch, tmp_path):

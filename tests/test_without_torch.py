@@ -68,7 +68,7 @@ print(json.dumps({{"legacy": {{k: [str(v.dtype), v.shape, hashlib.sha256(v.tobyt
 def test_devices_without_torch(tmp_path):
     """auto is the CPU; a GPU asked for, an NVIDIA driver under auto, or S3FD, says what to install."""
     script = SAID + """
-from lipsync import devices
+from lipsync.runtime import devices
 devices.no_gpu_here = lambda: False  # as on a machine with some driver (or macOS): torch would be asked
 devices.nvidia_driver_present = lambda: False
 out = {"auto": said(lambda: devices.resolve_device("auto")), "cpu": said(lambda: devices.resolve_device("cpu")),

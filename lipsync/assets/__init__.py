@@ -16,7 +16,7 @@ import functools
 from pathlib import Path
 
 from ..errors import LipSyncError
-from ..files import sha256_file
+from ..storage.files import sha256_file
 
 ASSETS_DIR = Path(__file__).resolve().parent
 

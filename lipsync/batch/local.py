@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Iterator, Sequence
 
-from ..devices import import_torch
 from ..errors import LipSyncError
-from ..interrupts import InterruptFlag
 from ..options import EngineOptions
+from ..runtime.devices import import_torch
+from ..runtime.interrupts import InterruptFlag
 from .manifest import Job
 from .report import JobResult
 from .worker import Worker, cpu_count

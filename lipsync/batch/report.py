@@ -13,8 +13,8 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .. import atomic
 from ..errors import LipSyncError
+from ..storage import atomic
 from .manifest import Job
 
 STATUSES = ("done", "failed", "skipped", "cancelled")  # cancelled: not run because the batch was stopped

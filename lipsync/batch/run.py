@@ -20,8 +20,8 @@ import time
 from dataclasses import replace
 from typing import Any, Callable, Iterable, Mapping
 
-from ..interrupts import InterruptFlag
 from ..options import EngineOptions
+from ..runtime.interrupts import InterruptFlag
 from .local import run_in_processes, run_in_this_process
 from .manifest import Job, ManifestError, as_jobs
 from .outputs import check_jobs

@@ -12,10 +12,10 @@ import os
 import time
 from typing import Callable
 
-from ..devices import import_torch
 from ..environment import DEBUG
 from ..errors import LipSyncError
 from ..options import EngineOptions
+from ..runtime.devices import import_torch
 from .manifest import Job
 from .report import JobResult
 

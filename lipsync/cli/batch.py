@@ -19,9 +19,9 @@ from ..batch.outputs import check_jobs
 from ..batch.report import BatchReport, JobResult
 from ..batch.run import BatchInterrupted, run_batch
 from ..errors import LipSyncError
-from ..interrupts import sigterm_as_interrupt
 from ..options import EngineOptions
-from ..weights import resolve_syncnet
+from ..runtime.interrupts import sigterm_as_interrupt
+from ..weights.locate import resolve_syncnet
 from .flags import EXIT_FAILED, add_settings, command_status, given_settings, stop_status
 
 

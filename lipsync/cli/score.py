@@ -16,8 +16,8 @@ import json
 import logging
 import sys
 
-from ..interrupts import InterruptFlag
 from ..options import DEVICES
+from ..runtime.interrupts import InterruptFlag
 from .flags import command_status
 from .sync import ProgressLine
 

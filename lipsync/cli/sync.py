@@ -17,7 +17,7 @@ import time
 from typing import Callable
 
 from ..errors import LipSyncError
-from ..interrupts import InterruptFlag
+from ..runtime.interrupts import InterruptFlag
 from .flags import add_settings, command_status, split_args
 
 JOB_FLAGS = ("face", "audio", "outfile", "quiet")  # the job's files and the CLI's own switch: not settings

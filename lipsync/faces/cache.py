@@ -15,9 +15,9 @@ import re
 import time
 from typing import Optional, Sequence
 
-from .. import atomic
-from ..files import cache_home, sha256_file
 from ..geometry import Box
+from ..storage import atomic
+from ..storage.files import cache_home, sha256_file
 from .detection import Detection
 
 # Our own folder in the cache root: `prune_detection_cache` deletes only files in here that are named as we name

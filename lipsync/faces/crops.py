@@ -14,13 +14,13 @@ from typing import Sequence
 
 import numpy as np
 
-from ..concurrency import QUEUE_FRAMES, prefetch
-from ..devices import frames_in_budget
 from ..errors import LipSyncError
 from ..geometry import Box
 from ..media.source import FaceSource
 from ..options import Options
-from ..timings import StageTimes
+from ..runtime.concurrency import QUEUE_FRAMES, prefetch
+from ..runtime.devices import frames_in_budget
+from ..runtime.timings import StageTimes
 from . import cache
 from .detection import AnyDetector, ClipDetection, Detection
 

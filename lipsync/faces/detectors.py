@@ -26,11 +26,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from ..concurrency import BuildOnce
-from ..devices import map_batches
 from ..errors import LipSyncError
 from ..geometry import Box
 from ..options import DETECTORS
+from ..runtime.concurrency import BuildOnce
+from ..runtime.devices import map_batches
 from .boxmap import BoxMap
 from .detection import AnyDetector, Detection, FaceDetector
 
@@ -188,8 +188,8 @@ class DetectorChoice:
 def make_detector(name: str, device: str, batch_size: int = 16, allow_download: bool = True,
                   det_max_side: int = 0) -> DetectorChoice:
     """Build the detector `name` asks for on `device` ('auto' chooses; see the module docstring)."""
-    from ..devices import torch_available, torch_missing
-    from ..weights import find_s3fd
+    from ..runtime.devices import torch_available, torch_missing
+    from ..weights.locate import find_s3fd
 
     if name not in DETECTORS:
         raise LipSyncError(f"Unknown face detector '{name}'. Choose one of: {', '.join(DETECTORS)}.")

@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoints import CheckpointError, CheckpointRefused, layout_of, read_tensors
 from ..errors import LipSyncError
+from ..weights.reader import CheckpointError, CheckpointRefused, layout_of, read_tensors
 
 MEANS = (104.0, 117.0, 123.0)  # subtracted from the channel-reversed frame
 VARIANCES = (0.1, 0.2)  # box decoding: centre offsets, log sizes
@@ -127,7 +127,7 @@ FETCH_AGAIN = "Delete it so that it is downloaded again, or use --detector blaze
 
 def load_net(path: str | Path, device: str) -> S3FDNet:
     """The network with the weights of `path` (the published s3fd-619a316812.pth layout), in eval mode. Read by
-    lipsync.checkpoints: no code in the file run, names and shapes checked before any weight is read."""
+    lipsync.weights.reader: no code in the file run, names and shapes checked before any weight is read."""
     with torch.device("meta"):
         net = S3FDNet()  # no memory: only its names and shapes, until the file's arrays are assigned
     try:

@@ -1,4 +1,4 @@
-"""The Wav2Lip generator's checkpoint: read by lipsync.checkpoints (no torch, no code run, memory bounded by the
+"""The Wav2Lip generator's checkpoint: read by lipsync.weights.reader (no torch, no code run, memory bounded by the
 generator's own size), its names and shapes checked against the generator's layout (lipsync.generator.layout)
 before any weight is read. A file of another model is named as such.
 """
@@ -9,8 +9,8 @@ import os
 
 import numpy as np
 
-from ..checkpoints import COUNTER, ROOT, Weights, read_tensors
 from ..errors import LipSyncError
+from ..weights.reader import COUNTER, ROOT, Weights, read_tensors
 from .layout import state_dict_shapes
 
 WHAT = "the Wav2Lip generator"

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..devices import GPU_REQUIREMENTS, torch_available, torch_missing
 from ..errors import LipSyncError
-from ..openvino_models import native_bf16
 from ..options import BACKENDS
+from ..runtime.devices import GPU_REQUIREMENTS, torch_available, torch_missing
+from ..weights.openvino_cache import native_bf16
 from . import openvino_backend
 from .lazy import LazyModel
 from .torch_backend import TorchBackend

@@ -10,8 +10,8 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from ..devices import cpu_threads, torch_missing
 from ..errors import LipSyncError
+from ..runtime.devices import cpu_threads, torch_missing
 from .checkpoint import Weights, read_weights
 
 if TYPE_CHECKING:  # torch is imported where the PyTorch module is needed, not before
@@ -23,7 +23,7 @@ class LazyModel:
 
     It also holds what is made from it once per engine, not per job: the backends chosen
     for it (lipsync.generator.choice.backend_for), and the CPU threads they may use
-    (`threads`; 0: lipsync.devices.cpu_threads), given here so no library's thread count
+    (`threads`; 0: lipsync.runtime.devices.cpu_threads), given here so no library's thread count
     depends on another's.
     """
 

@@ -4,8 +4,8 @@
   converted from the PyTorch module: the same model for an install with or without torch,
   within float rounding of eager PyTorch (1.2e-7 on the [0, 1] output, as the torch
   conversion gave), in about a second instead of the conversion's tracing.
-- It is cached on disk by lipsync.openvino_models: keyed by the checkpoint's SHA256 (remembered
-  per path, size, mtime, inode and ctime: lipsync.files.file_sha256), the OpenVINO version
+- It is cached on disk by lipsync.weights.openvino_cache: keyed by the checkpoint's SHA256 (remembered
+  per path, size, mtime, inode and ctime: lipsync.storage.files.file_sha256), the OpenVINO version
   and FORMAT, its files verified against the hashes in its meta.json; a CPU job on a cached
   model reads neither the checkpoint nor torch.
 - A freshly built model is compared with eager PyTorch when torch is importable (the
@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import openvino_models as ovmodels
-from ..devices import import_torch, torch_available
-from ..files import cache_root, checkpoint_sha256
+from ..runtime.devices import import_torch, torch_available
+from ..storage.files import cache_root, checkpoint_sha256
+from ..weights import openvino_cache as ovmodels
 from .graph import build_graph
 from .lazy import LazyModel
 

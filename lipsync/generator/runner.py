@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..devices import map_batches
 from ..errors import LipSyncError
 from ..geometry import IMG_SIZE
+from ..runtime.devices import map_batches
 from .choice import backend_for
 from .lazy import LazyModel
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..devices import frame_budget_bytes
 from ..errors import LipSyncError
 from ..faces.crops import NO_FACE_MESSAGE, FaceDetection
 from ..faces.detectors import FaceDetector
@@ -25,7 +24,8 @@ from ..media import limits
 from ..media.probe import probe_media
 from ..media.source import FaceSource
 from ..options import Options
-from ..timings import StageTimes
+from ..runtime.devices import frame_budget_bytes
+from ..runtime.timings import StageTimes
 
 AVATAR_MAX_SECONDS = 10.0  # a longer clip is cut: a live avatar loops, a few seconds of it are enough
 

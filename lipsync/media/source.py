@@ -12,11 +12,11 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from ..devices import frame_budget_bytes
 from ..errors import LipSyncError
 from ..geometry import Box
 from ..options import FULL_FRAME, Options
-from ..timings import StageTimes
+from ..runtime.devices import frame_budget_bytes
+from ..runtime.timings import StageTimes
 from .probe import MediaInfo
 from .video import read_frames, read_image
 

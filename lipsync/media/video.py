@@ -21,8 +21,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .. import atomic
 from ..errors import LipSyncError
+from ..storage import atomic
 from . import ffmpeg
 from .probe import MediaInfo
 from .segments import SegmentPlan, keyframe_args, tee_output

@@ -6,7 +6,7 @@ about 170 GFLOP a face in its plain convolutions, some 20 times the Wav2Lip gene
 
 - on CUDA/MPS: PyTorch fp32, batches of `GPU_BATCH` faces, halved on out-of-memory;
 - on a CPU: OpenVINO fp32 (INFERENCE_PRECISION_HINT f32, checked), converted once per
-  weights file and cached on disk like the generator's model (lipsync.openvino_models): under
+  weights file and cached on disk like the generator's model (lipsync.weights.openvino_cache): under
   LIPSYNC_MODEL_CACHE (default ~/.cache/lipsync/models), keyed by the weights' SHA256, the
   OpenVINO version and FORMAT, written atomically, its files verified against the hashes in
   its meta.json before use (rebuilt when they differ); a fresh conversion is checked against
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import openvino_models as ovmodels
-from ..concurrency import BuildOnce
-from ..devices import cpu_threads, map_batches, torch_available, torch_missing
 from ..errors import LipSyncError
-from ..files import cache_root, checkpoint_sha256
+from ..runtime.concurrency import BuildOnce
+from ..runtime.devices import cpu_threads, map_batches, torch_available, torch_missing
+from ..storage.files import cache_root, checkpoint_sha256
+from ..weights import openvino_cache as ovmodels
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ def example_faces(n: int = 1) -> np.ndarray:
 
 
 def cache_entry(weights: str) -> Path:
-    """The on-disk cache folder of this weights file's OpenVINO conversion (lipsync.openvino_models names it)."""
+    """The on-disk cache folder of this weights file's OpenVINO conversion (lipsync.weights.openvino_cache names it)."""
     return ovmodels.entry_dir(f"gfpgan-{checkpoint_sha256(weights, cache_root())}", FORMAT)
 
 

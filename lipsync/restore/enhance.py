@@ -27,7 +27,7 @@ import numpy as np
 
 from ..blend.paste import mouth_mask
 from ..geometry import Box
-from ..timings import StageTimes
+from ..runtime.timings import StageTimes
 from .landmarks import Landmarker, Smoother
 
 SIDE = 512  # the restorer's aligned crop

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..checkpoints import Layout, layout_of, read_tensors
+from ..weights.reader import Layout, layout_of, read_tensors
 
 SIZE = 512  # the restorer's square input and output, in pixels
 STYLE = 512  # style features
@@ -237,7 +237,7 @@ DOWNLOAD_AGAIN = "Download GFPGANv1.4.pth again (see weights/README.md)."
 
 
 def read_weights(path: str, layout: Layout) -> dict[str, np.ndarray]:
-    """The `params_ema` (else `params`) of a GFPGAN release file as float32 arrays, read by lipsync.checkpoints:
+    """The `params_ema` (else `params`) of a GFPGAN release file as float32 arrays, read by lipsync.weights.reader:
     no code in the file run, every name and shape checked against `layout` before any weight is read."""
     return read_tensors(path, layout, select=("params_ema", "params"), what=WHAT, hint=USE_RELEASE,
                         redownload=DOWNLOAD_AGAIN)

@@ -29,8 +29,8 @@ import cv2
 import numpy as np
 
 from ..assets import asset_path
-from ..concurrency import BuildOnce
 from ..geometry import Box
+from ..runtime.concurrency import BuildOnce
 
 MODEL_NAME = "face_landmark.tflite"
 INPUT_SIDE = 192  # the mesh model's input, pixels

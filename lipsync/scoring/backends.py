@@ -1,6 +1,6 @@
 """Running SyncNet: OpenVINO fp32 on a CPU (built from the weights, cached on disk), PyTorch on a GPU or as fallback.
 
-- CPU: the OpenVINO graph of lipsync.scoring.graph, cached by lipsync.openvino_models under the
+- CPU: the OpenVINO graph of lipsync.scoring.graph, cached by lipsync.weights.openvino_cache under the
   weights' SHA256 (a later start reads neither the weights nor torch), compiled in fp32
   (enforced: OpenVINO would pick bf16 on CPUs with AMX) with one static shape per batch
   size; a short last batch is padded when that costs fewer windows than compiling. A fresh
@@ -21,17 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from .. import openvino_models as ovmodels
-from ..concurrency import BuildOnce
-from ..devices import (
+from ..errors import LipSyncError
+from ..runtime.concurrency import BuildOnce
+from ..runtime.devices import (
     cpu_threads,
     import_torch,
     resolve_device,
     torch_available,
     torch_missing,
 )
-from ..errors import LipSyncError
-from ..files import cache_root, checkpoint_sha256
+from ..storage.files import cache_root, checkpoint_sha256
+from ..weights import openvino_cache as ovmodels
 from .checkpoint import Weights, read_syncnet_weights
 from .layout import LIP_FRAMES, LIP_SIZE, MFCC_BANDS, MFCC_STEPS
 
@@ -164,10 +164,11 @@ def load_openvino(path: str, threads: int, batch_size: int) -> OpenVINOSyncNet:
 
 def load_syncnet(weights: str | None = None, device: str = "cpu", *, backend: str = "auto", batch_size: int = 0,
                  threads: int = 0, download: bool = True) -> OpenVINOSyncNet | TorchSyncNet:
-    """SyncNet ready to embed windows: `weights` a path (None: found or downloaded, lipsync.weights.resolve_syncnet),
-    `device` 'cpu', 'cuda', 'mps' or 'auto'. On a CPU `auto` takes OpenVINO and falls back to PyTorch with a
-    logged reason; 'pytorch' or a GPU device takes PyTorch. Load it once and pass it to every score_video call."""
-    from ..weights import resolve_syncnet
+    """SyncNet ready to embed windows: `weights` a path (None: found or downloaded,
+    lipsync.weights.locate.resolve_syncnet), `device` 'cpu', 'cuda', 'mps' or 'auto'. On a CPU `auto` takes
+    OpenVINO and falls back to PyTorch with a logged reason; 'pytorch' or a GPU device takes PyTorch. Load it
+    once and pass it to every score_video call."""
+    from ..weights.locate import resolve_syncnet
 
     if backend not in BACKENDS:
         raise LipSyncError(f"Unknown scoring backend '{backend}'. Choose one of: {', '.join(BACKENDS)}.")
@@ -201,8 +202,8 @@ def shared_syncnet(weights: str | None = None, device: str = "cpu",
     """SyncNet loaded once per (weights file, device) in this process and shared, like the face detectors: every
     job an engine scores, the engine's `score` and the score command use the one network (a load costs about a
     second: reading 55 MB, compiling OpenVINO). The weights are found first (`weights` None: found or downloaded,
-    lipsync.weights.resolve_syncnet), so a missing file is its one sentence before anything is built."""
-    from ..weights import resolve_syncnet
+    lipsync.weights.locate.resolve_syncnet), so a missing file is its one sentence before anything is built."""
+    from ..weights.locate import resolve_syncnet
 
     path = os.path.realpath(resolve_syncnet(weights, download=download))
     return _shared.get(path, resolve_device(device))

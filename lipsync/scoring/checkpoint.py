@@ -3,7 +3,7 @@
 The release file is a bare state dict saved by an old torch (no `num_batches_tracked`
 counters: they are optional here, and zero when absent, as they do not enter an
 evaluation-mode forward). The bytes are read by the project's one safe checkpoint reader
-(lipsync.checkpoints); what is SyncNet's own (the names and shapes, the sentences) is here.
+(lipsync.weights.reader); what is SyncNet's own (the names and shapes, the sentences) is here.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import os
 
 import numpy as np
 
-from ..checkpoints import read_tensors
 from ..errors import LipSyncError
-from ..weights import SYNCNET_SIZE, SYNCNET_URL
+from ..weights.locate import SYNCNET_SIZE, SYNCNET_URL
+from ..weights.reader import read_tensors
 from .layout import COUNTER, state_dict_shapes
 
 Weights = dict[str, np.ndarray]
@@ -25,7 +25,7 @@ OTHERS = {"face_encoder": WAV2LIP, "audio_encoder": WAV2LIP}  # Wav2Lip's names 
 
 def read_syncnet_weights(path: str) -> Weights:
     """SyncNet's weights by state-dict name (float32; counters int64, filled in when the file lacks them), every
-    name and shape checked against the layout before any weight is read (lipsync.checkpoints: no torch, no code
+    name and shape checked against the layout before any weight is read (lipsync.weights.reader: no torch, no code
     run, memory bounded by the weights' own size). Raises LipSyncError with one sentence and the fix."""
     if not os.path.isfile(path):
         raise LipSyncError(f"The SyncNet weights '{path}' do not exist. {ADVICE}")

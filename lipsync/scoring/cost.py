@@ -9,8 +9,8 @@ decoding, which grows with the frame's size.
 
 from __future__ import annotations
 
-from ..devices import cpu_threads
 from ..results import SCORE_FPS
+from ..runtime.devices import cpu_threads
 
 # CPU: measured on the 2-core Intel Xeon (AVX-512, AMX) where this was written, shared with other work, OpenVINO fp32
 # (`bench/score_bench.py --job`; bench/RESULTS.md, #30: a job's result scored on its own track, 60 s of 1080p and

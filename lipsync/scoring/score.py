@@ -85,8 +85,8 @@ def score_video(video: str, audio: str | None = None, *, weights: str | None = N
         chosen = boxes_from or "boxes given"
         crops: Generator[np.ndarray, None, None] = face_crops(info, known)
     elif crop == "face":
-        from ..devices import resolve_device
         from ..faces.detectors import get_detector
+        from ..runtime.devices import resolve_device
 
         choice = get_detector(detector, resolve_device(device), allow_download=download)
         found, missing = face_boxes(info, choice.detector, progress)

@@ -311,7 +311,7 @@ def test_the_report_leaves_the_score_empty_when_not_scored(tmp_path):
 
 
 def test_min_sync_confidence_without_weights_stops_before_any_job(clips, tmp_path, capsys, monkeypatch):
-    from lipsync import weights
+    from lipsync.weights import locate as weights
 
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path / "none")
     monkeypatch.delenv("LIPSYNC_SYNCNET", raising=False)

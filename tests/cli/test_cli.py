@@ -156,7 +156,7 @@ def test_the_documented_exit_statuses_are_the_ones_the_commands_return():
     import re
 
     from lipsync.cli import flags
-    from lipsync.interrupts import Terminated
+    from lipsync.runtime.interrupts import Terminated
 
     readme = (ROOT / "docs" / "cli.md").read_text()
     table = readme.split("| status | meaning")[1].split("\n\n")[0]

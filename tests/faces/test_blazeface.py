@@ -152,7 +152,7 @@ def test_point_outside_the_first_frame_is_refused(tmp_path):
     from lipsync.media.probe import probe_media
     from lipsync.media.source import FaceSource
     from lipsync.options import Options
-    from lipsync.timings import StageTimes
+    from lipsync.runtime.timings import StageTimes
 
     path = media.make_face_video(tmp_path / "face.mp4", seconds=0.2)
     options = Options(face_point=(400, 10))

@@ -151,8 +151,8 @@ def test_auto_picks_the_fast_offline_detector_on_a_cpu():
 
 
 def test_s3fd_without_weights_offline_says_what_to_do(monkeypatch, tmp_path):
-    from lipsync import weights
     from lipsync.faces.detectors import make_detector
+    from lipsync.weights import locate as weights
 
     monkeypatch.setattr(weights, "WEIGHTS_DIR", tmp_path)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))

@@ -179,7 +179,7 @@ def test_a_damaged_weights_file_is_one_sentence(tmp_path):
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
 def test_weights_load_through_the_shared_reader(net, tmp_path, legacy):
-    """lipsync.checkpoints reads S3FD's file too: float16 and parameter files load (as float32); a file naming
+    """lipsync.weights.reader reads S3FD's file too: float16 and parameter files load (as float32); a file naming
     other objects is refused as code; another network's file or a stride-0 view is the detector's sentence."""
     save = {"_use_new_zipfile_serialization": not legacy}
     half, params = tmp_path / "s3fd_fp16.pth", tmp_path / "s3fd_params.pth"

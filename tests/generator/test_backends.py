@@ -60,7 +60,7 @@ def test_graph_built_from_the_weights_is_the_pytorch_model(checkpoint):
     from lipsync.generator.checkpoint import read_weights
     from lipsync.generator.graph import build_graph
     from lipsync.generator.network import Wav2Lip, state_as_numpy
-    from lipsync.openvino_models import compile_cpu
+    from lipsync.weights.openvino_cache import compile_cpu
 
     torch.manual_seed(3)
     varied = Wav2Lip().eval()
@@ -206,7 +206,7 @@ def test_cpu_job_on_a_cached_model_imports_no_torch(checkpoint, tmp_path, model_
 
 
 def test_no_gpu_driver_means_cpu_without_asking_torch(tmp_path):
-    from lipsync import devices
+    from lipsync.runtime import devices
 
     absent, present = str(tmp_path / "no-driver"), str(tmp_path)
     assert devices.no_gpu_here("linux", (absent,))
@@ -289,7 +289,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(checkpoi
     """--precision auto (the default): bf16 on a CPU with native bf16 when OpenVINO runs the model, fp32 elsewhere
     (PyTorch on a CPU, GPUs); the label says which ran, and the faces stay within a few levels of fp32's."""
     from lipsync.generator.choice import resolve_precision
-    from lipsync.openvino_models import native_bf16
+    from lipsync.weights.openvino_cache import native_bf16
 
     expected = "bf16" if native_bf16() else "fp32"
     assert resolve_precision("auto", "cpu") == expected == resolve_precision("auto", "cpu", "openvino")

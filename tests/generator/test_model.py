@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from lipsync import checkpoints
 from lipsync.errors import LipSyncError
 from lipsync.generator import ModelRunner as Generator
 from lipsync.generator import checkpoint as reader
 from lipsync.generator.layout import state_dict_shapes
 from lipsync.generator.network import Wav2Lip, load_model
+from lipsync.weights import formats
 
 
 def test_parameter_names_and_shapes_match_the_official_generator():
@@ -77,7 +77,7 @@ def test_optimizer_state_is_skipped_not_read(tmp_path, monkeypatch, legacy):
     path = tmp_path / "trained.pth"
     torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(), "global_step": 1}, path,
                _use_new_zipfile_serialization=not legacy)
-    kind = checkpoints._LegacyFile if legacy else checkpoints._ZipFile
+    kind = formats.LegacyCheckpoint if legacy else formats.ZipCheckpoint
     read: list[int] = []
     real_read = kind.read
     monkeypatch.setattr(kind, "read", lambda self, storage: read.append(storage.numel) or real_read(self, storage))

@@ -1,7 +1,7 @@
 """The model cache is keyed by content and verified (issue 28, item 5): a checkpoint replaced in place by another
 of the same size, its mtime put back, is hashed again (its inode or ctime moved); a cached OpenVINO model whose
 files no longer match the hashes in its meta.json is built again, with a line saying so. The generator's and the
-restorer's caches both go through lipsync.openvino_models; the generator's is replayed end to end in
+restorer's caches both go through lipsync.weights.openvino_cache; the generator's is replayed end to end in
 test_backends.py."""
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import media
 import numpy as np
 import pytest
 
-from lipsync import files
-from lipsync import openvino_models as ovmodels
+from lipsync.storage import files
+from lipsync.weights import openvino_cache as ovmodels
 
 openvino = pytest.importorskip("openvino", reason="the model cache holds OpenVINO models")
 
 
 def _counting_hashes(monkeypatch) -> list[Path]:
-    """Every file lipsync.files hashes from here on (the memo's misses)."""
+    """Every file lipsync.storage.files hashes from here on (the memo's misses)."""
     hashed: list[Path] = []
     real = files.sha256_file
     monkeypatch.setattr(files, "sha256_file", lambda path: hashed.append(Path(path)) or real(path))
@@ -84,7 +84,7 @@ def test_a_same_size_corrupted_bin_is_built_again_with_a_line(tmp_path, monkeypa
     media.overwrite_keeping_mtime(weights, weights.read_bytes()[::-1])  # the floats' bytes reversed: same size
     wrong = openvino.Core().compile_model(str(folder / "tiny.xml"), "CPU")(np.zeros((1, 4), np.float32))[0][0]
     assert not np.array_equal(wrong, [1, 2, 3, 4])  # it still loads and runs, silently wrong
-    with caplog.at_level(logging.WARNING, logger="lipsync.openvino_models"):
+    with caplog.at_level(logging.WARNING, logger="lipsync.weights.openvino_cache"):
         rebuilt = _load(folder)
     assert rebuilt.state == "built again, the cached copy did not match its hash (tiny.bin)"
     assert f"Cached OpenVINO model at {folder} did not match its hash (tiny.bin); building it again" in caplog.text

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from cli_runner import run_lipsync
 
-from lipsync import LipSync, LipSyncError, Options, weights
+from lipsync import LipSync, LipSyncError, Options
 from lipsync.blend.paste import alpha_map, mouth_mask
 from lipsync.geometry import Box
 from lipsync.restore.enhance import (
@@ -20,6 +20,7 @@ from lipsync.restore.enhance import (
     put_back,
     similarity,
 )
+from lipsync.weights import locate as weights
 
 ROOT = Path(__file__).resolve().parents[2]
 ASTRONAUT_BOX = Box(170, 60, 290, 215)  # her face, brows to chin (Box: x1, y1, x2, y2)

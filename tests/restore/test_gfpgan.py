@@ -96,7 +96,7 @@ def test_release_file_layout_loads_without_running_code(tmp_path, state):
 
 
 def test_a_float16_release_file_loads_as_float32(tmp_path, state):
-    """Through the shared reader (lipsync.checkpoints), as torch.load(weights_only=True) read it: half the size."""
+    """Through the shared reader (lipsync.weights.reader), as torch.load(weights_only=True) read it: half the size."""
     path = tmp_path / "GFPGANv1.4_fp16.pth"
     torch.save({"params_ema": {k: v.half() for k, v in state.items()}}, path)
     model = load_gfpgan(str(path))

@@ -9,7 +9,6 @@ import media
 import numpy as np
 import pytest
 
-from lipsync import weights
 from lipsync.engine import gpu_seconds, score_seconds
 from lipsync.errors import LipSyncError
 from lipsync.faces.detectors import get_detector
@@ -21,6 +20,7 @@ from lipsync.scoring.backends import shared_syncnet
 from lipsync.scoring.inputs import face_boxes
 from lipsync.scoring.job import boxes_at_25
 from lipsync.scoring.timeline import STRONG_RGB, UNSCORED, WEAK, sync_timeline
+from lipsync.weights import locate as weights
 
 FAST = dict(box=(50, 200, 60, 200), resize_factor=2)  # the photo at 256x256 with a fixed box: no detection
 

@@ -21,7 +21,6 @@ import pytest
 import syncnet_reference as official
 import torch
 
-from lipsync import weights
 from lipsync.errors import LipSyncError
 from lipsync.faces.detectors import get_detector
 from lipsync.media.ffmpeg import ffmpeg_exe
@@ -34,6 +33,7 @@ from lipsync.scoring.distances import medfilt
 from lipsync.scoring.inputs import face_boxes, frames_at_25, read_pcm16
 from lipsync.scoring.score import face_crops
 from lipsync.scoring.windows import audio_batch, window_count
+from lipsync.weights import locate as weights
 
 # ------------------------------------------------------------------------------------------------ test data
 

@@ -18,10 +18,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import atomic, environment
-from .devices import torch_available
-from .errors import LipSyncError
-from .files import sha256_file
+from .. import environment
+from ..errors import LipSyncError
+from ..runtime.devices import torch_available
+from ..storage import atomic
+from ..storage.files import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +216,7 @@ def _resolve_release(pinned: ReleaseFile, download: bool) -> str:
         return str(own)
     local = WEIGHTS_DIR / pinned.filename
     if local.is_file():
-        from .files import cache_root, checkpoint_sha256
+        from ..storage.files import cache_root, checkpoint_sha256
 
         if checkpoint_sha256(local, cache_root()) != pinned.sha256:
             raise LipSyncError(pinned.hint("in weights/ does not match its SHA256 (a damaged or partial download, "

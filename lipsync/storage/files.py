@@ -8,8 +8,8 @@ import json
 import os
 from pathlib import Path
 
+from ..environment import CACHE_DIR, MODEL_CACHE
 from . import atomic
-from .environment import CACHE_DIR, MODEL_CACHE
 
 
 def sha256_file(path: str | Path) -> str:

@@ -10,7 +10,7 @@ a face restorer can do the same):
     compiled, ran = made.value; made.state  # 'cached', 'built now', 'built again, the cached copy …'
 
 - The cache entry is a folder `<key>-openvino<version>-f<format>` under the model cache
-  (lipsync.files.cache_root: $LIPSYNC_MODEL_CACHE, default ~/.cache/lipsync/models): keyed
+  (lipsync.storage.files.cache_root: $LIPSYNC_MODEL_CACHE, default ~/.cache/lipsync/models): keyed
   by what the weights are (a SHA256), the OpenVINO version that wrote it and the caller's
   FORMAT (bump it when the graph changes: old entries are then ignored). It is written
   atomically (a reader sees the whole entry or none), with fp32 weights, and built again
@@ -21,7 +21,7 @@ a face restorer can do the same):
   hashes (written before they were kept) is built again once. Hashing costs about 0.2 s
   for the generator's 145 MB .bin and 0.6 s for GFPGAN's 350 MB on a 2-core EPYC, at
   every start: so the hash is remembered per file with its size, mtime, inode and ctime
-  (lipsync.files.file_sha256), and a file written since, in place or replaced (a new ctime
+  (lipsync.storage.files.file_sha256), and a file written since, in place or replaced (a new ctime
   either way), is hashed again.
 - `compile_cpu` enforces fp32 (INFERENCE_PRECISION_HINT=f32, EXECUTION_MODE_HINT=ACCURACY:
   OpenVINO's default on CPUs with AMX or AVX512-BF16 is bf16) and checks it on the compiled
@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from . import atomic
-from .files import cache_root, file_sha256, sha256_file
+from ..storage import atomic
+from ..storage.files import cache_root, file_sha256, sha256_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -78,7 +78,7 @@ def save(model: Any, target: Path, ir_name: str, meta: dict[str, Any]) -> None:
 
 def mismatch(folder: Path, ir_name: str) -> str:
     """Why the entry's files are not those it saved ('' when they are): each file's SHA256 against its meta.json
-    (remembered per file identity, lipsync.files.file_sha256, in the entry's cache root)."""
+    (remembered per file identity, lipsync.storage.files.file_sha256, in the entry's cache root)."""
     try:
         hashes = json.loads((folder / "meta.json").read_text()).get("sha256")
     except (OSError, ValueError, AttributeError):

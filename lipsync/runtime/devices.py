@@ -19,9 +19,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Sequence, TypeVar
 
-from .environment import FRAME_BUDGET_MB, THREADS
-from .errors import LipSyncError
-from .options import DEVICES
+from ..environment import FRAME_BUDGET_MB, THREADS
+from ..errors import LipSyncError
+from ..options import DEVICES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
