@@ -6,9 +6,6 @@ understands mel spectrograms made exactly this way, so none of them is a setting
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
-
 import numpy as np
 
 from ..errors import LipSyncError
@@ -85,27 +82,14 @@ def _decode_mono(cmd: list[str], channels: int, path: str) -> np.ndarray:
     frame = 4 * channels
     chunk = DECODE_CHUNK_BYTES - DECODE_CHUNK_BYTES % frame
     parts: list[np.ndarray] = []
-    with tempfile.TemporaryFile() as stderr_file:
-        proc = ffmpeg.popen(cmd, stdout=subprocess.PIPE, stderr=stderr_file)
-        try:
-            pending = b""
-            while True:
-                data = proc.stdout.read(chunk)
-                if not data:
-                    break
-                data = pending + data
-                usable = len(data) - len(data) % frame
-                pending = data[usable:]
-                samples = np.frombuffer(data[:usable], dtype=np.float32).reshape(-1, channels)
-                parts.append(samples.mean(axis=1, dtype=np.float32))
-            code = proc.wait()
-        finally:
-            ffmpeg.stop(proc)
-            proc.stdout.close()
-        if code != 0:
-            stderr_file.seek(0)
-            raise LipSyncError(f"Could not decode the audio of '{path}' ({ffmpeg.failure(proc, stderr_file.read())}). "
-                               "Convert it to WAV or MP3 and try again.")
+    pending = b""
+    for data in ffmpeg.stdout_pieces(cmd, chunk, lambda why: LipSyncError(
+            f"Could not decode the audio of '{path}' ({why}). Convert it to WAV or MP3 and try again.")):
+        data = pending + data
+        usable = len(data) - len(data) % frame
+        pending = data[usable:]
+        samples = np.frombuffer(data[:usable], dtype=np.float32).reshape(-1, channels)
+        parts.append(samples.mean(axis=1, dtype=np.float32))
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 

@@ -18,8 +18,10 @@ import contextlib
 import functools
 import os
 import subprocess
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from typing import IO, Iterator
 
 from ..environment import FFMPEG_TIMEOUT
@@ -235,6 +237,23 @@ def failure(proc: subprocess.Popen, stderr: bytes | str) -> str:
         return (f"ffmpeg moved no data for {watchdog.timeout:.0f} s and was stopped; raise LIPSYNC_FFMPEG_TIMEOUT "
                 "if the machine is that busy")
     return error_summary(stderr)
+
+
+def stdout_pieces(args: list[str], piece_bytes: int, failed: Callable[[str], Exception]) -> Iterator[bytes]:
+    """A streaming ffmpeg's stdout in pieces of at most `piece_bytes`; once it has all come, a failed ffmpeg
+    raises `failed(why)` (why: `failure`'s few words), so each caller words its own sentence. Its stderr goes to
+    a temporary file, never a pipe ffmpeg could stall on; it is stopped however the reading ends."""
+    with tempfile.TemporaryFile() as stderr_file:
+        proc = popen(args, stdout=subprocess.PIPE, stderr=stderr_file)
+        try:
+            yield from iter(lambda: proc.stdout.read(piece_bytes), b"")
+            code = proc.wait()
+        finally:
+            stop(proc)
+            proc.stdout.close()
+        if code != 0:
+            stderr_file.seek(0)
+            raise failed(failure(proc, stderr_file.read()))
 
 
 def _kill(proc: subprocess.Popen) -> None:

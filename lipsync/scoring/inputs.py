@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import tempfile
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -40,19 +38,9 @@ def read_pcm16(path: str) -> np.ndarray:
     cmd = ffmpeg.command("-v", "error", *ffmpeg.input_args(path), "-map", "0:a:0", "-vn", "-ac", "1", "-ar",
                          str(SAMPLE_RATE), "-acodec", "pcm_s16le", "-f", "s16le", "-")
     data = bytearray()
-    with tempfile.TemporaryFile() as stderr_file:
-        proc = ffmpeg.popen(cmd, stdout=subprocess.PIPE, stderr=stderr_file)
-        try:
-            for chunk in iter(lambda: proc.stdout.read(CHUNK_BYTES), b""):
-                data += chunk
-            code = proc.wait()
-        finally:
-            ffmpeg.stop(proc)
-            proc.stdout.close()
-        if code != 0:
-            stderr_file.seek(0)
-            raise LipSyncError(f"Could not decode the sound of '{path}' ({ffmpeg.failure(proc, stderr_file.read())}). "
-                               "Convert it to WAV or MP4 and try again.")
+    for piece in ffmpeg.stdout_pieces(cmd, CHUNK_BYTES, lambda why: LipSyncError(
+            f"Could not decode the sound of '{path}' ({why}). Convert it to WAV or MP4 and try again.")):
+        data += piece
     del data[len(data) - len(data) % 2:]
     return np.frombuffer(data, dtype="<i2").astype(np.int16, copy=False)
 
