@@ -82,25 +82,38 @@ def test_nothing_runs_past_the_queue(site):
         assert refused.value.code == 404 and b"join the queue" in refused.value.read()
 
 
-def test_one_visitor_cannot_fill_the_queue(site, tmp_path):
-    """One client sends six jobs at once: it gets one running and two waiting, the rest are refused with a
-    sentence; another visitor is still served."""
-    from gradio_client import Client, handle_file
+def _job_args(speech: Path) -> dict:
+    """One /lipsync job of the bundled photo and `speech`, on the CPU with the Haar detector (fast to start)."""
+    from gradio_client import handle_file
+
+    return dict(face=handle_file(str(ROOT / "examples" / "astronaut.jpg")), audio=handle_file(str(speech)),
+                device="cpu", detector="haar", api_name="/lipsync")
+
+
+def _outcomes(jobs: list) -> tuple[list, list]:
+    """Every submitted job's result or the ValidationError it was refused with, and the refusals alone."""
     from gradio_client.exceptions import ValidationError
 
-    speech = media.make_speech(tmp_path / "speech.wav", seconds=6.0)  # jobs long enough for all six to arrive
-    args = dict(face=handle_file(str(ROOT / "examples" / "astronaut.jpg")), audio=handle_file(str(speech)),
-                device="cpu", detector="haar", api_name="/lipsync")
-    flood = Client(site["url"], verbose=False, download_files=str(tmp_path / "a"))
-    jobs = [flood.submit(**args) for _ in range(6)]
-    other = Client(site["url"], verbose=False, download_files=str(tmp_path / "b")).submit(**args)
     outcomes = []
     for job in jobs:
         try:
             outcomes.append(job.result(timeout=300))
         except ValidationError as err:
             outcomes.append(err)
-    refused = [o for o in outcomes if isinstance(o, ValidationError)]
+    return outcomes, [o for o in outcomes if isinstance(o, ValidationError)]
+
+
+def test_one_visitor_cannot_fill_the_queue(site, tmp_path):
+    """One client sends six jobs at once: it gets one running and two waiting, the rest are refused with a
+    sentence; another visitor is still served."""
+    from gradio_client import Client
+
+    speech = media.make_speech(tmp_path / "speech.wav", seconds=6.0)  # jobs long enough for all six to arrive
+    args = _job_args(speech)
+    flood = Client(site["url"], verbose=False, download_files=str(tmp_path / "a"))
+    jobs = [flood.submit(**args) for _ in range(6)]
+    other = Client(site["url"], verbose=False, download_files=str(tmp_path / "b")).submit(**args)
+    outcomes, refused = _outcomes(jobs)
     assert len(refused) >= 3, outcomes
     assert all("the most one visitor may have here" in str(err) for err in refused)
     assert probe_media(other.result(timeout=300)[1]).has_video
@@ -109,22 +122,14 @@ def test_one_visitor_cannot_fill_the_queue(site, tmp_path):
 def test_a_script_with_a_new_session_per_request_is_capped_by_address_when_the_owner_asks(checkpoint, tmp_path):
     """LIPSYNC_QUEUE_PER_ADDRESS=2: five clients (five sessions, one address) send a job each at once; one runs,
     two wait, the rest are told why. Off by default (test_one_visitor_cannot_fill_the_queue's server)."""
-    from gradio_client import Client, handle_file
-    from gradio_client.exceptions import ValidationError
+    from gradio_client import Client
 
     speech = media.make_speech(tmp_path / "speech.wav", seconds=4.0)
     env = {"LIPSYNC_QUEUE_PER_ADDRESS": "2", "TMPDIR": str(tmp_path)}
     with serving(checkpoint, tmp_path / "server.log", tmp_path / "out", env=env) as url:
-        args = dict(face=handle_file(str(ROOT / "examples" / "astronaut.jpg")), audio=handle_file(str(speech)),
-                    device="cpu", detector="haar", api_name="/lipsync")
+        args = _job_args(speech)
         jobs = [Client(url, verbose=False, download_files=str(tmp_path / f"c{i}")).submit(**args) for i in range(5)]
-        outcomes = []
-        for job in jobs:
-            try:
-                outcomes.append(job.result(timeout=300))
-            except ValidationError as err:
-                outcomes.append(err)
-    refused = [o for o in outcomes if isinstance(o, ValidationError)]
+        outcomes, refused = _outcomes(jobs)
     assert len(refused) >= 2 and all("Your network address already has" in str(e) for e in refused), outcomes
     assert len(refused) < 5  # the address's own share still runs
 
