@@ -229,8 +229,9 @@ class Options:
         point as `<name>_x`, `<name>_y` (`flat_settings`): what the app's controls give, one number per slider.
         Keys that are not settings are an error."""
         values = dict(values)
+        flat = flat_settings((cls,))
         for f in fields(cls):
-            parts = [s for s in flat_settings((cls,)).values() if s.field == f.name and s.part is not None]
+            parts = [s for s in flat.values() if s.field == f.name and s.part is not None]
             if any(p.name in values for p in parts):
                 values[f.name] = tuple(values.pop(p.name, p.default) for p in parts)
         unknown = set(values) - {f.name for f in fields(cls)}
