@@ -126,10 +126,6 @@ class JobFolders:
             self._active.add(folder)
         return folder
 
-    def claim(self, folder: Path) -> None:
-        with self._lock:
-            self._active.add(folder)
-
     def release(self, folder: Path) -> None:
         with self._lock:
             self._active.discard(folder)

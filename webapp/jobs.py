@@ -119,6 +119,11 @@ class JobHandlers:
         return shared_engine(self.config.custom_checkpoint if checkpoint == CUSTOM else checkpoint,
                              settings.get("device", "auto"))
 
+    def server_engine(self) -> Any:
+        """The engine of the page's default checkpoint (the server's own, when it names one) on the best device:
+        what the Live page runs and what is loaded before the first click."""
+        return self.engine({"checkpoint_path": self.checkpoint_choices()[0]})
+
     def device(self, settings: dict[str, Any], on_zero_gpu: str = "cpu") -> str:
         """Where work outside a job runs: on ZeroGPU there is no GPU outside a job's call (`on_zero_gpu` says
         what to assume there: the CPU to detect on, 'cuda' to estimate a job's cost)."""

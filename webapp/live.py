@@ -84,10 +84,6 @@ class LiveServer:
         self.lock = threading.Lock()
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="lipsync-live")
 
-    def engine(self) -> Any:
-        """The server's checkpoint on the best device."""
-        return self.jobs.engine({"checkpoint_path": self.jobs.checkpoint_choices()[0]})
-
     def options(self, rate: float, precision: str) -> Options:
         return self.jobs.options({"blend": "mouth", "live_fps": rate or 0.0, "precision": precision or "auto"})
 
@@ -139,7 +135,7 @@ class LiveServer:
             return Response(live_refusal("This page is out of date: reload it and upload the avatar again."),
                             media_type="application/octet-stream")
         try:
-            session = await run_in_threadpool(self.engine().live, ticket["avatar"], ticket["options"])
+            session = await run_in_threadpool(self.jobs.server_engine().live, ticket["avatar"], ticket["options"])
         except Exception as err:
             return Response(live_refusal(user_error(err).message), media_type="application/octet-stream")
         key = uuid.uuid4().hex
@@ -224,7 +220,7 @@ class LiveServer:
             raise gr.Error("Upload an avatar first: a photo or a short clip with one face.")
         self.stop(request)  # a session left from before (a second start) ends first
         try:
-            session = self.engine().live(avatar, self.options(rate, precision))
+            session = self.jobs.server_engine().live(avatar, self.options(rate, precision))
         except Exception as err:
             raise user_error(err) from None
         folder = self.folders.new()

@@ -73,10 +73,8 @@ class WebApp:
         """Load the page's default model and face detector now, so that the first job starts at once: a first
         click otherwise waits for them (about 2 s on a CPU; bench/RESULTS.md, #31). A failure is only logged: the
         job then says what is wrong."""
-        settings = {"checkpoint_path": self.jobs.checkpoint_choices()[0], "device": "auto"}
         try:
-            engine = self.jobs.engine(settings)
-            engine.detector(self.jobs.options(settings))
+            self.jobs.server_engine().detector(self.jobs.options({}))
         except LipSyncError as err:
             log.info("The model is loaded at the first job instead: %s", err)
 
