@@ -37,12 +37,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads torch)
+
+# isort: split
 import cv2
 import numpy as np
 import torch
 from hostpeak import fp32_peak, gflop_per_face
 
-import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY before torch loads)
 from lipsync.generator import (
     LazyModel,
     ModelRunner,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
-import lipsync  # noqa: F401  (first: sets the threading environment before torch loads)
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads torch)
 
 
 def make_clips(work: Path, clips: int, seconds: float, size: tuple[int, int]) -> tuple[Path, Path]:

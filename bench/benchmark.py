@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
-import lipsync  # noqa: F401  (first: sets the threading environment before torch loads, limits included)
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads torch)
 
 CLIPS = {"10s-720p": (10.0, (1280, 720)), "60s-1080p": (60.0, (1920, 1080)), "4s-480p": (4.0, (854, 480))}
 

@@ -29,12 +29,13 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads torch)
 
+# isort: split
+import cv2
+import numpy as np
 from media import read_all_frames
 
 from lipsync.blend import pauses

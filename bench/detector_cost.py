@@ -20,15 +20,17 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads torch)
+
+# isort: split
+import cv2
+import media
+import numpy as np
+
 WORK = ROOT / "bench" / ".work"
 CALIBRATION = ROOT.parent / "shared" / "calibration" / "talking_head.mp4"
-
-import media
 
 from lipsync.faces.blazeface import FULL_RANGE, SHORT_RANGE
 from lipsync.faces.blazeface_tracker import BlazeFaceTracker

@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fit_box_map as fit  # first: puts the repository on the path and imports lipsync before torch loads
+
+# isort: split
 import cv2
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fit_box_map as fit  # also puts the repository on the path
 
 from lipsync.faces.boxmap import BoxMap
 from lipsync.faces.detectors import HaarDetector

@@ -35,11 +35,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads torch)
+
+# isort: split
 import cv2
 import numpy as np
 from media import read_all_frames
 
-import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY before torch loads)
 from lipsync.blend.paste import alpha_map, mouth_mask
 from lipsync.geometry import Box
 from lipsync.restore.enhance import FFHQ_TEMPLATE, SIDE, aligned_crop, network_input, put_back, similarity

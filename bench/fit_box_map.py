@@ -21,14 +21,16 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]  # the package, and the test helpers (media)
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads torch)
+
+# isort: split
+import numpy as np
+from media import read_all_frames
+
 CALIBRATION = ROOT.parent / "shared" / "calibration"
 PADS = (0, 10, 0, 0)  # the official default, with which the official boxes were made
-
-from media import read_all_frames
 
 from lipsync.faces.boxmap import IDENTITY_MAP, BoxMap
 from lipsync.faces.crops import crops_from_detections

@@ -44,9 +44,10 @@ from typing import Iterator
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "support")]
-import numpy as np
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads torch)
 
-import lipsync  # noqa: F401  (first: sets the threading environment before torch loads)
+# isort: split
+import numpy as np
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required",

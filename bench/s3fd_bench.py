@@ -21,14 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fit_box_map as fit  # first: puts the repository and tests/ on the path, imports lipsync before torch loads
+
+# isort: split
 import cv2
+import media
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fit_box_map as fit  # also puts the repository and tests/ on the path
-import media
 
 from lipsync.faces import s3fd
 from lipsync.weights.locate import find_s3fd

@@ -32,7 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
+import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads torch)
 
+# isort: split
 import numpy as np
 
 from lipsync.runtime.devices import cpu_threads

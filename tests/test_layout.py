@@ -150,3 +150,19 @@ def test_the_readme_stays_short_and_its_links_resolve():
     for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to {target}, which is not there"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "bench").glob("*.py")), ids=lambda p: p.name)
+def test_a_benchmark_imports_lipsync_before_anything_that_may_load_torch(path):
+    """lipsync sets OMP_WAIT_POLICY, which torch reads once when it loads: a benchmark that imported torch (or
+    cv2, numpy or the test helpers, which import torch) first would time a different CPU. The first import
+    beyond the standard library is lipsync, or fit_box_map, which imports it first."""
+    import sys
+
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            tops = {n.split(".")[0] for n in names} - {"__future__"} - set(sys.stdlib_module_names)
+            if tops:
+                assert tops <= {"lipsync", "fit_box_map"}, f"{path.name} imports {sorted(tops)} before lipsync"
+                return
