@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import lipsync  # noqa: F401  (first: OMP_WAIT_POLICY set before anything loads 
 
 # isort: split
 import numpy as np
+from benchmark import peak_rss_mb  # VmHWM: this address space's own peak
 
 from lipsync.runtime.devices import cpu_threads
 from lipsync.scoring import layout, score_video
@@ -70,10 +70,6 @@ def cpu_facts() -> tuple[str, str]:
     return model, "yes" if "avx512f" in flags.split() else "no"
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def reset_peak() -> bool:
     """Reset the kernel's resident high-water mark for this process (Linux), so the next peak is the call's own."""
     try:
@@ -81,13 +77,6 @@ def reset_peak() -> bool:
         return True
     except OSError:
         return False
-
-
-def vm_hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return peak_rss_mb()
 
 
 def make_clip(path: Path, seconds: float, size: tuple[int, int], fps: int) -> Path:
@@ -143,7 +132,7 @@ def job_then_score(clip: Path, work: Path, net: OpenVINOSyncNet) -> dict:
             runs.append(time.perf_counter() - t)
     job_s = runs[-1]
     reset_peak()
-    before = vm_hwm_mb()
+    before = peak_rss_mb()
     t = time.perf_counter()
     score_result(result, audio, net)
     score_s = time.perf_counter() - t
@@ -152,7 +141,7 @@ def job_then_score(clip: Path, work: Path, net: OpenVINOSyncNet) -> dict:
             "job_detector": result.detector, "score_s": round(score_s, 2), "score_over_job": round(score_s / job_s, 3),
             "score_stages_s": {k: round(v, 2) for k, v in result.score.seconds.items()},
             "score_windows": result.score.frames, "score_crops": result.score.crops_label,
-            "score_peak_rss_mb": round(vm_hwm_mb()), "rss_before_score_mb": round(before)}
+            "score_peak_rss_mb": round(peak_rss_mb()), "rss_before_score_mb": round(before)}
 
 
 def main() -> None:
@@ -194,11 +183,11 @@ def main() -> None:
 
         get_detector("auto", "cpu")
     reset = reset_peak()
-    before = vm_hwm_mb()
+    before = peak_rss_mb()
     t = time.perf_counter()
     score = score_video(str(clip), crop=args.crop, network=net, vshift=15)
     total = time.perf_counter() - t
-    peak = vm_hwm_mb()
+    peak = peak_rss_mb()
     frames = round(args.seconds * 25)
     model, avx512 = cpu_facts()
     result = {
