@@ -236,8 +236,7 @@ def gpu_seconds(face: str, audio_path: str, options: Options | None = None) -> f
 
         extra += GPU_SECONDS_PER_FACE
     if options.scored:  # SyncNet on the result, 25 windows a second
-        extra += score_cost.gpu_seconds_per_frame(options.fps if info.is_image else info.fps,
-                                                  limits.megapixels(info, options))
+        extra += score_cost.gpu_seconds_per_frame(limits.job_fps(info, options), limits.megapixels(info, options))
     return limits.gpu_seconds_for(info, sound.duration or options.max_seconds, options, extra)
 
 
@@ -281,8 +280,7 @@ def enhance_seconds(face: str, audio_path: str, options: Options | None = None, 
 
     options = options or Options()
     info, sound = probe_media(face), probe_media(audio_path)
-    fps = options.fps if info.is_image else info.fps
-    return max(1.0, (sound.duration or 0.0) * fps) * seconds_per_face(resolve_device(device))
+    return limits.job_frames(info, sound.duration or 0.0, options) * seconds_per_face(resolve_device(device))
 
 
 @dataclass(frozen=True)

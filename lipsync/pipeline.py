@@ -134,7 +134,7 @@ def run(face: str, audio: str, outfile: str, model: LazyModel, device: str, opti
     with timings.stage("audio"):
         wav = audio_mod.shift(audio_mod.load_audio(audio, options.max_seconds), options.audio_shift_ms / 1000)
         audio_mod.check_audio(wav, audio, options.max_seconds, options.allow_silence)
-        fps = options.fps if info.is_image else info.fps
+        fps = limits.job_fps(info, options)
         windows = audio_mod.mel_windows(audio_mod.melspectrogram(wav), fps)
         weights = pauses.frame_weights(wav, fps, len(windows)) if options.keep_silent_mouth else None
     limits.check_work(info, options, len(windows), face)

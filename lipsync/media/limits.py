@@ -118,8 +118,7 @@ GPU_MARGIN = 1.5
 def gpu_seconds_for(info: MediaInfo, audio_seconds: float, options: Options, extra_per_frame: float = 0.0) -> float:
     """The GPU time a job is expected to take, from the headers of its face and audio files; `extra_per_frame`: what
     a further stage adds per frame (the mouth restorer's GPU seconds a face, when it runs)."""
-    fps = options.fps if info.is_image else info.fps
-    frames = max(1.0, audio_seconds * fps)
+    frames = job_frames(info, audio_seconds, options)
     per_frame = GPU_SECONDS_PER_FRAME + GPU_SECONDS_PER_MEGAPIXEL_FRAME * megapixels(info, options) + extra_per_frame
     return GPU_MARGIN * (GPU_START_SECONDS + frames * per_frame)
 
@@ -135,10 +134,19 @@ CPU_CORE_SECONDS_PER_MEGAPIXEL_FRAME = 2 * 0.010
 
 def cpu_seconds_for(info: MediaInfo, audio_seconds: float, options: Options, threads: int) -> float:
     """About how long a job on these files takes on `threads` CPU cores, from their headers."""
-    fps = options.fps if info.is_image else info.fps
-    frames = max(1.0, audio_seconds * fps)
+    frames = job_frames(info, audio_seconds, options)
     return frames * (CPU_CORE_SECONDS_PER_FRAME + CPU_CORE_SECONDS_PER_MEGAPIXEL_FRAME * megapixels(info, options)) \
         / max(1, threads)
+
+
+def job_fps(info: MediaInfo, options: Options) -> float:
+    """The frame rate of a job's output: the face video's own, or --fps for a photo."""
+    return options.fps if info.is_image else info.fps
+
+
+def job_frames(info: MediaInfo, audio_seconds: float, options: Options) -> float:
+    """About how many frames a job on these files makes (at least one): the audio's length at the output's rate."""
+    return max(1.0, audio_seconds * job_fps(info, options))
 
 
 def megapixels(info: MediaInfo, options: Options) -> float:
