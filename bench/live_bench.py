@@ -377,8 +377,9 @@ def report_budget(events: list[dict], trace) -> None:
     rows: dict[str, list[float]] = {name: [] for name in BUDGET_STEPS}
     speaking: dict[str, list[float]] = {name: [] for name in BUDGET_STEPS}
     played = {e["i"]: e for e in events if e["k"] == "play"}
+    counts = trace.counts()
     for index, frame in list(trace.frames.items()):
-        play, source = played.get(index), trace.source(frame.needed_sample)
+        play, source = played.get(index), trace.source(frame.needed_sample, counts)
         if play is None or source is None or not frame.sent:  # source None: silence stood in for late audio
             continue
         ready, needed_sample = source

@@ -42,18 +42,20 @@ class LiveTrace:
     # so a client's sample n is the session's sample n + the silence filled before it
     pushes: deque = field(default_factory=lambda: deque(maxlen=MAX_FRAMES * 4))
     frames: dict[int, FrameTrace] = field(default_factory=dict)
-    _order: deque = field(default_factory=deque)
 
     def pushed(self, samples_after: int, filled: int = 0) -> None:
         """Audio arrived (`filled`: this many samples of it are silence the session put in for late audio)."""
         before = self.pushes[-1][2] if self.pushes else 0
         self.pushes.append((time.time(), samples_after, before + filled))
 
-    def source(self, sample: int) -> tuple[float, int] | None:
+    def counts(self) -> list[int]:
+        """The pushes' sample counts (session samples after each), for a caller that looks up many samples."""
+        return [n for _, n, _ in self.pushes]
+
+    def source(self, sample: int, counts: list[int] | None = None) -> tuple[float, int] | None:
         """(when the push holding session sample `sample` arrived, the client's index of that sample), or None
-        when it is not there yet or was silence filled in."""
-        counts = [n for _, n, _ in self.pushes]
-        at = bisect.bisect_right(counts, sample)
+        when it is not there yet or was silence filled in. `counts`: self.counts(), when looking up many."""
+        at = self._push_at(sample, counts)
         if at >= len(self.pushes):
             return None
         arrived, after, filled = self.pushes[at]
@@ -64,9 +66,8 @@ class LiveTrace:
 
     def planned(self, index: int, first_sample: int, needed_sample: int, speaking: bool) -> None:
         self.frames[index] = FrameTrace(index, first_sample, needed_sample, speaking, time.time())
-        self._order.append(index)
-        while len(self._order) > MAX_FRAMES:
-            self.frames.pop(self._order.popleft(), None)
+        while len(self.frames) > MAX_FRAMES:  # the oldest planned go first: a dict keeps its insertion order
+            del self.frames[next(iter(self.frames))]
 
     def mark(self, index: int, step: str) -> None:
         """Record `step` ('rendered', 'encoded', 'sent') of frame `index` now (ignored for a forgotten frame)."""
@@ -76,10 +77,13 @@ class LiveTrace:
 
     def arrival(self, sample: int, counts: list[int] | None = None) -> float | None:
         """When the audio holding input sample `sample` arrived (the first push that reached it), or None.
-        `counts`: the pushes' sample counts, when the caller looks up many samples."""
-        counts = counts if counts is not None else [n for _, n, _ in self.pushes]
-        at = bisect.bisect_right(counts, sample)
+        `counts`: self.counts(), when looking up many samples."""
+        at = self._push_at(sample, counts)
         return self.pushes[at][0] if at < len(self.pushes) else None
+
+    def _push_at(self, sample: int, counts: list[int] | None) -> int:
+        """The index of the first push that reached session sample `sample` (len(pushes): none yet)."""
+        return bisect.bisect_right(counts if counts is not None else self.counts(), sample)
 
     def steps(self) -> dict[str, float]:
         """Medians, in ms, of the server's steps over the frames that went all the way: the audio it waited for
@@ -87,7 +91,7 @@ class LiveTrace:
         paste), -> JPEG encoded, -> handed to the connection."""
         rows: dict[str, list[float]] = {"ready -> planned": [], "planned -> rendered": [], "rendered -> encoded": [],
                                         "encoded -> sent": []}
-        counts = [n for _, n, _ in self.pushes]
+        counts = self.counts()
         for frame in list(self.frames.values()):
             ready = self.arrival(frame.needed_sample, counts)
             if ready is None or not frame.sent:
