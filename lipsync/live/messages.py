@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import LipSyncError
 from ..media.audio import SAMPLE_RATE
-from .session import LiveFrame, LiveSession
+from .session import LiveFrame, LiveSession, check_push
 
 HEADER = struct.Struct("<IIf")  # index, JPEG bytes, weight
 PREFIX = struct.Struct("<IB")  # message length, kind
@@ -83,7 +83,6 @@ def live_microphone(data: bytes) -> np.ndarray:
 
 
 MAX_PIECE_BYTES = 1 << 20  # a microphone piece of the compatible mode (0.25 s sent at once): far under a MiB
-_WAV_FORMATS = {1: "int", 3: "float", 0xFFFE: "extensible"}
 
 
 def read_microphone_piece(path: str, max_bytes: int = MAX_PIECE_BYTES) -> tuple[np.ndarray, int]:
@@ -92,8 +91,6 @@ def read_microphone_piece(path: str, max_bytes: int = MAX_PIECE_BYTES) -> tuple[
 
     Read here rather than by Gradio's decoder, which loads any file of up to the upload limit whole and takes
     the rate its header declares: one small piece saying 1 Hz would be resampled 16000-fold."""
-    from .session import check_push
-
     size = os.path.getsize(path)
     if size > max_bytes:
         raise LipSyncError(f"A microphone piece of {size:,} bytes is more than the {max_bytes:,} a live session "

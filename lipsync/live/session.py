@@ -309,7 +309,9 @@ class LiveSession:
             samples = samples.mean(axis=1, dtype=np.float32)
         with self._changed:
             self._check_open()
-            resample = self._resamplers.setdefault(rate, _resampler(rate))
+            if rate not in self._resamplers:  # made once per rate: it carries its state across chunks
+                self._resamplers[rate] = _resampler(rate)
+            resample = self._resamplers[rate]
             self.sync.push(resample(samples))
             self.trace.pushed(self.sync.samples)
             self._changed.notify_all()
