@@ -16,13 +16,12 @@ import json
 import logging
 import sys
 
-from ..options import DEVICES
+from ..options import DETECTORS, DEVICES
 from ..runtime.interrupts import InterruptFlag
 from .flags import command_status
 from .sync import ProgressLine
 
 CROPS = ("face", "none")  # lipsync.scoring.score.CROPS (not imported: `--help` stays quick)
-DETECTORS = ("auto", "s3fd", "blazeface", "haar")
 
 
 def _shifts(value: str) -> int:

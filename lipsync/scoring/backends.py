@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LipSyncError
+from ..options import BACKENDS  # the generator's choices, the same words
 from ..runtime.concurrency import BuildOnce
 from ..runtime.devices import (
     cpu_threads,
@@ -41,7 +42,6 @@ FORMAT = 1  # bump when the graph changes: cached entries of another format are 
 IR_NAME = "syncnet.xml"
 DEFAULT_BATCH = {"cpu": 20, "cuda": 64, "mps": 32}  # windows per call; 20 is the official batch
 SELF_CHECK_TOLERANCE = 1e-3  # largest |OpenVINO - PyTorch| over the largest |PyTorch| accepted after building
-BACKENDS = ("auto", "openvino", "pytorch")
 
 
 class OpenVINOSyncNet:
