@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..faces.timeline import MAX_WIDTH, columns, strip
 from ..results import SCORE_FPS
 
 WEAK = np.array([200, 55, 45], np.float64)  # RGB at confidence 0 or less
@@ -16,7 +17,6 @@ STRONG_RGB = np.array([46, 170, 80], np.float64)  # at STRONG or more
 UNSCORED = np.array([170, 170, 170], np.float64)  # frames no window reaches
 STRONG = 6.0  # confidence drawn fully green (the paper's LSE-C for Wav2Lip on LRS2 is 7.8)
 WINDOW_CENTRE = 2  # a window covers 25 fps frames i .. i+4: frame t is best described by the window from t - 2
-MAX_WIDTH = 800  # px: longer clips share columns, as in the face timeline
 SYNC_LEGEND = "Sync timeline (SyncNet's confidence: red 0 or less, amber 3, green 6 or more, grey not scored)"
 
 
@@ -49,11 +49,7 @@ def sync_timeline(framewise: Sequence[float], frames: int, fps: float, height: i
     values = per_frame(framewise, frames, fps)
     if values.size == 0:
         return np.full((height, 1, 3), UNSCORED, np.uint8)
-    width = min(max_width, values.size)
-    edges = np.linspace(0, values.size, width + 1)
-    means = np.array([_mean(values[int(a):max(int(a) + 1, int(b))]) for a, b in zip(edges[:-1], edges[1:])])
-    row = np.repeat(colour(means), max(1, -(-200 // width)), axis=0)
-    return np.repeat(row[None].round().astype(np.uint8), height, axis=0)
+    return strip(colour(columns(values, max_width, _mean)), height)
 
 
 def _mean(values: np.ndarray) -> float:
