@@ -192,11 +192,11 @@ def score_clip(video: str, audio: str | None = None, *, crop: str = "face", vshi
     engine): the network for `syncnet` (a path; None: found or downloaded; or one already loaded) on `device`,
     loaded once per process, the face found by `detector` (crop 'face')."""
     device = resolve_device(device)
-    probe_clip(video, audio)  # a file that cannot be scored is its own sentence, before any weights are fetched
+    probed = probe_clip(video, audio)  # a file that cannot be scored: its sentence before any weights are fetched
     network = syncnet if syncnet is not None and not isinstance(syncnet, str) else \
         shared_syncnet(syncnet, device, allow_download)
     return score_video(video, audio, crop=crop, vshift=vshift, device=device, detector=detector, network=network,
-                       download=allow_download, progress=progress)
+                       download=allow_download, progress=progress, probed=probed)
 
 
 def face_preview(face: str, options: Options | None = None, device: str = "cpu") -> FacePreview:

@@ -53,7 +53,8 @@ def probe_clip(video: str, audio: str | None = None) -> tuple[MediaInfo, MediaIn
 def score_video(video: str, audio: str | None = None, *, weights: str | None = None, crop: str = "face",
                 vshift: int = 15, device: str = "cpu", detector: str = "auto", network: Embedder | None = None,
                 batch_size: int = 0, download: bool = True, progress: Progress | None = None,
-                boxes: Sequence[Sequence[float] | None] | None = None, boxes_from: str = "") -> SyncScore:
+                boxes: Sequence[Sequence[float] | None] | None = None, boxes_from: str = "",
+                probed: tuple[MediaInfo, MediaInfo] | None = None) -> SyncScore:
     """SyncNet's AV offset, LSE-D and LSE-C for `video`, against its own sound or the file `audio`.
 
     `crop` 'face' crops the face as the official evaluation does (found by `detector`, as the sync
@@ -63,7 +64,8 @@ def score_video(video: str, audio: str | None = None, *, weights: str | None = N
     else one is loaded from `weights` (None: found or downloaded) on `device`. `boxes`: with crop 'face',
     the face box (x1, y1, x2, y2, or None where unknown) of each 25 fps frame, when the caller knows them
     (a sync job's own track, lipsync.scoring.job): no detector runs then; `boxes_from` says where they came from.
-    Raises LipSyncError with one sentence for a clip it cannot score.
+    `probed`: probe_clip's answer for these files, when the caller has it already. Raises LipSyncError with one
+    sentence for a clip it cannot score.
     """
     if crop not in CROPS:
         raise LipSyncError(f"Unknown crop '{crop}' for scoring. Choose one of: {', '.join(CROPS)}.")
@@ -72,7 +74,7 @@ def score_video(video: str, audio: str | None = None, *, weights: str | None = N
     progress = progress or (lambda stage, done, total: None)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
-    info, sound = probe_clip(video, audio)
+    info, sound = probed or probe_clip(video, audio)
     pcm = read_pcm16(sound.path)
     t = time.perf_counter()
     if network is None:
