@@ -14,10 +14,9 @@ import numpy as np
 
 from ..errors import LipSyncError
 from ..weights.locate import SYNCNET_SIZE, SYNCNET_URL
-from ..weights.reader import read_tensors
+from ..weights.reader import Weights, read_tensors
 from .layout import COUNTER, state_dict_shapes
 
-Weights = dict[str, np.ndarray]
 ADVICE = f"Use the official syncnet_v2.model ({SYNCNET_SIZE:,} bytes, from {SYNCNET_URL})."
 WAV2LIP = "a Wav2Lip checkpoint (its generator or lip-sync expert), not SyncNet"
 OTHERS = {"face_encoder": WAV2LIP, "audio_encoder": WAV2LIP}  # Wav2Lip's names (SyncNet's are netcnnaud, ...)

@@ -25,9 +25,9 @@ from ..faces.detection import AnyDetector, ClipDetection
 from ..media import ffmpeg
 from ..media.probe import MediaInfo
 from ..media.video import read_frames
+from ..results import SCORE_FPS
+from .mfcc import SAMPLE_RATE
 
-SAMPLE_RATE = 16_000
-FPS = 25  # SyncNet's frame rate: 4 MFCC frames and 640 samples per video frame
 CHUNK_BYTES = 1 << 20
 
 Progress = Callable[[str, int, int], None]
@@ -47,12 +47,12 @@ def read_pcm16(path: str) -> np.ndarray:
 
 def frames_at_25(info: MediaInfo) -> Iterator[np.ndarray]:
     """The clip's frames at 25 fps, BGR uint8, streamed."""
-    return read_frames(info, rate=FPS)
+    return read_frames(info, rate=SCORE_FPS)
 
 
 def expected_frames(info: MediaInfo) -> int:
     """About how many frames the clip has at 25 fps (for progress)."""
-    return max(1, round(info.duration * FPS))
+    return max(1, round(info.duration * SCORE_FPS))
 
 
 def fill_gaps(found: list[np.ndarray | None]) -> tuple[np.ndarray, int]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ..weights.reader import COUNTER
+
 BN_EPS = 1e-5  # the batch norms' epsilon: torch's default, which the official model keeps
 EMBEDDING = 1024  # num_layers_in_fc_layers: the width of both embeddings
 LIP_FRAMES = 5  # video frames per lip window (0.2 s at 25 fps)
@@ -93,7 +95,7 @@ FC: tuple[Layer, ...] = (Linear(512, 512), Norm(512), Relu(), Linear(512, EMBEDD
 SECTIONS: tuple[tuple[str, tuple[Layer, ...]], ...] = (
     ("netcnnaud", AUDIO_CNN), ("netfcaud", FC), ("netfclip", FC), ("netcnnlip", LIP_CNN))
 
-COUNTER = "num_batches_tracked"  # the batch norms' step counters: torch >= 0.4.1 saves them, older files lack them
+# COUNTER (lipsync.weights.reader): the batch norms' step counters; torch >= 0.4.1 saves them, older files lack them
 
 
 def layers() -> Iterator[tuple[str, Layer]]:

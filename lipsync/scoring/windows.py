@@ -21,11 +21,12 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import LipSyncError
+from ..results import SCORE_FPS
 from .distances import Offsets, OffsetSearch, summarise
 from .layout import LIP_FRAMES, LIP_SIZE, MFCC_STEPS
-from .mfcc import mfcc
+from .mfcc import SAMPLE_RATE, mfcc
 
-SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
+SAMPLES_PER_FRAME = SAMPLE_RATE // SCORE_FPS  # 640: 16 kHz / 25 fps
 MFCC_PER_FRAME = 4  # 100 MFCC frames per second / 25 video frames per second
 SPARE_FRAMES = 1  # the official window count is one less than the frames allow (lastframe = min_length - 5)
 MIN_FRAMES = LIP_FRAMES + SPARE_FRAMES  # the shortest clip that gives one window: 6 frames (0.24 s)
@@ -68,8 +69,8 @@ def evaluate(crops: Iterable[np.ndarray], pcm: np.ndarray, network: Embedder, vs
     samples = len(pcm)
     audio_frames = samples // SAMPLES_PER_FRAME
     if audio_frames < MIN_FRAMES:
-        raise LipSyncError(f"The sound is too short to score ({samples / 16000:.2f} s): SyncNet needs at least "
-                           f"{MIN_FRAMES * SAMPLES_PER_FRAME / 16000:.2f} s.")
+        raise LipSyncError(f"The sound is too short to score ({samples / SAMPLE_RATE:.2f} s): SyncNet needs at least "
+                           f"{MIN_FRAMES * SAMPLES_PER_FRAME / SAMPLE_RATE:.2f} s.")
     cepstra = mfcc(pcm).T.astype(np.float32)  # (13, T): the official casts to float32 before the network
     total = window_count(expected_frames or audio_frames, samples)
     search = OffsetSearch(vshift)
