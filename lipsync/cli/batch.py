@@ -10,7 +10,6 @@ or skipped), 1 (some failed), 2 (the manifest cannot be run), 130 (Ctrl-C) or 14
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -22,7 +21,7 @@ from ..errors import LipSyncError
 from ..options import EngineOptions
 from ..runtime.interrupts import sigterm_as_interrupt
 from ..weights.locate import resolve_syncnet
-from .flags import EXIT_FAILED, add_settings, command_status, given_settings, stop_status
+from .flags import EXIT_FAILED, add_settings, command_status, given_settings, log_to_stderr, stop_status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,8 +94,7 @@ class _Progress:
 def main(argv: list[str] | None = None) -> int:
     """The batch command; its exit statuses are in the module doc."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s",
-                        stream=sys.stderr)
+    log_to_stderr(args.quiet)
     report_path = args.report or default_report_path(args.manifest)
     progress = _Progress(args.quiet)
     stopped = False

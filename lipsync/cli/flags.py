@@ -1,6 +1,6 @@
-"""What the two commands (`python -m lipsync` and `python -m lipsync batch`) share: flags made from the setting
-declarations (lipsync.options) and split back into them, booleans as text, and how a command ends: SIGTERM taken
-as Ctrl-C, and every error as one sentence and an exit status.
+"""What the commands (`python -m lipsync`, `batch` and `score`) share: flags made from the setting declarations
+(lipsync.options) and split back into them, booleans as text, warnings on stderr, and how a command ends: Ctrl-C
+and SIGTERM stopping the work at its next step, and every error as one sentence and an exit status.
 
 Exit statuses: 0 done; 1 a job failed (`LipSyncError`); 2 the command line or a manifest cannot be run (argparse
 and `ManifestError`); 3 a bug (an unexpected exception; LIPSYNC_DEBUG=1 shows its traceback); 130 Ctrl-C; 143
@@ -11,14 +11,18 @@ leaves no partial file.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import signal
 import sys
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from ..batch.manifest import ManifestError
 from ..environment import DEBUG, parse_bool
 from ..errors import LipSyncError
 from ..options import EngineOptions, Options, declared
+from ..runtime.interrupts import InterruptFlag
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BUG = 1, 2, 3
 
@@ -111,3 +115,22 @@ def command_status(err: BaseException, stopped: str, before: Callable[[], None] 
     print(f"Unexpected error ({type(err).__name__}: {err}). This is a bug in lipsync; rerun with LIPSYNC_DEBUG=1 "
           "for the details and report them.", file=sys.stderr)
     return EXIT_BUG
+
+
+def log_to_stderr(quiet: bool) -> None:
+    """The package's warnings as bare lines on stderr (with --quiet, errors only)."""
+    logging.basicConfig(level=logging.ERROR if quiet else logging.WARNING, format="%(message)s", stream=sys.stderr)
+
+
+Progress = Callable[[str, int, int], None]
+
+
+@contextlib.contextmanager
+def stoppable(progress: Progress) -> Iterator[Progress]:
+    """`progress` that also stops the work at its next step on Ctrl-C or SIGTERM, even one that Python swallowed
+    (lipsync.runtime.interrupts), for as long as the block runs; the signal handlers are restored after."""
+    stop = InterruptFlag()
+    try:
+        yield lambda stage, done, total: (stop.check(), progress(stage, done, total))
+    finally:
+        stop.restore()

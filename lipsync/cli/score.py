@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 
 from ..options import DETECTORS, DEVICES
-from ..runtime.interrupts import InterruptFlag
-from .flags import command_status
+from .flags import command_status, log_to_stderr, stoppable
 from .sync import ProgressLine
 
 CROPS = ("face", "none")  # lipsync.scoring.score.CROPS (not imported: `--help` stays quick)
@@ -62,20 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """The score command on `argv`; the exit status."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s",
-                        stream=sys.stderr)
+    log_to_stderr(args.quiet)
     progress = ProgressLine(args.quiet)
-    stop = InterruptFlag()
     try:
         from ..engine import score_clip
 
-        score = score_clip(args.video, args.audio, crop=args.crop, vshift=args.vshift, syncnet=args.syncnet,
-                           device=args.device, detector=args.detector,
-                           progress=lambda stage, done, total: (stop.check(), progress(stage, done, total)))
+        with stoppable(progress) as report:
+            score = score_clip(args.video, args.audio, crop=args.crop, vshift=args.vshift, syncnet=args.syncnet,
+                               device=args.device, detector=args.detector, progress=report)
     except BaseException as err:  # one sentence and an exit status (lipsync.cli.flags)
         return command_status(err, "Stopped; nothing was scored.", progress.close)
-    finally:
-        stop.restore()
     progress.close()
     if args.json:
         print(json.dumps(score.to_dict()))

@@ -10,15 +10,13 @@ stop the job without leaving a partial file.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
 from typing import Callable
 
 from ..errors import LipSyncError
-from ..runtime.interrupts import InterruptFlag
-from .flags import add_settings, command_status, split_args
+from .flags import add_settings, command_status, log_to_stderr, split_args, stoppable
 
 JOB_FLAGS = ("face", "audio", "outfile", "quiet")  # the job's files and the CLI's own switch: not settings
 FIRST_FRAME_STAGE = "Syncing lips"  # its first progress call comes once the first batch of frames is written
@@ -85,15 +83,12 @@ def main(argv: list[str]) -> int:
     started = time.perf_counter()
     args = build_parser().parse_args(argv)
     progress = ProgressLine(args.quiet, started)
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING, format="%(message)s",
-                        stream=sys.stderr)
-    stop = InterruptFlag()  # Ctrl-C and SIGTERM, even one that Python swallowed, stop the job at its next step
+    log_to_stderr(args.quiet)
     try:
-        result = _sync(args, lambda stage, done, total: (stop.check(), progress(stage, done, total)), started)
+        with stoppable(progress) as report:
+            result = _sync(args, report, started)
     except BaseException as err:  # one sentence and an exit status (lipsync.cli.flags); a bug re-raised when debugging
         return command_status(err, "Stopped; no output was written.", progress.close)
-    finally:
-        stop.restore()
     progress.close()
     if result.enhance_problem:  # the video is complete, without the enhancement that was asked for
         print(f"Warning: the mouth was not enhanced. {result.enhance_problem}", file=sys.stderr)
