@@ -113,6 +113,7 @@ class SyncResult:
     score_problem: str = ""  # why an asked-for score is missing (one sentence), else ''
     auto_offset: bool = False  # --audio_offset auto was asked for
     offset_fixed_ms: float = 0.0  # auto: the shift the measured offset led to (a remux of the sound), 0 if none
+    offset_problem: str = ""  # auto: why an offset that should have been fixed was not (its remux failed), else ''
 
     @property
     def duration(self) -> float:
@@ -159,6 +160,8 @@ class SyncResult:
             if self.offset_fixed_ms:
                 parts.append(f"measured offset {self.score.offset:+d} frames fixed: sound shifted by "
                              f"{self.offset_fixed_ms:+.0f} ms in a remux (the figures are from before the fix)")
+            elif self.offset_problem:
+                parts.append(f"measured offset {self.score.offset:+d} frames not fixed: {self.offset_problem}")
             elif self.score.offset == 0:
                 parts.append("measured offset 0: nothing to fix")
             else:

@@ -199,6 +199,8 @@ class JobHandlers:
             gr.Warning(f"The mouth was not enhanced: {hide_server_paths(result.enhance_problem)}")
         if result.score_problem:  # the video is complete, without its score
             gr.Warning(f"The sync was not scored: {hide_server_paths(result.score_problem)}")
+        if result.offset_problem:  # the video is complete and scored, its sound as it was made
+            gr.Warning(f"The measured offset was not fixed: {hide_server_paths(result.offset_problem)}")
         score = result.score
         strip = None if score is None else sync_timeline(score.framewise, result.frames, result.fps)
         return (original, str(outfile), str(outfile), hide_server_paths(result.stats_markdown()),

@@ -74,7 +74,7 @@ class Worker:
                                                "lipsync, rerun with LIPSYNC_DEBUG=1 for the details.",
                                 seconds=time.perf_counter() - start)
         return JobResult.of(job, "done", frames=result.frames, seconds=time.perf_counter() - start, score=result.score,
-                            score_problem=result.score_problem)
+                            score_problem=result.score_problem or _offset_problem(result.offset_problem))
 
 
 def cpu_count() -> int:
@@ -94,3 +94,8 @@ def default_workers() -> int:
     """
     torch = import_torch()  # None in the CPU install: one worker
     return torch.cuda.device_count() if torch is not None and torch.cuda.is_available() else 1
+
+
+def _offset_problem(problem: str) -> str:
+    """The report's one column for what went wrong with the score also says when a measured offset was not fixed."""
+    return f"the offset was measured but not fixed: {problem}" if problem else ""

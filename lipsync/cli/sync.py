@@ -94,6 +94,8 @@ def main(argv: list[str]) -> int:
         print(f"Warning: the mouth was not enhanced. {result.enhance_problem}", file=sys.stderr)
     if result.score_problem:  # the video is complete, without its score
         print(f"Warning: the sync was not scored. {result.score_problem}", file=sys.stderr)
+    if result.offset_problem:  # the video is complete and scored, its sound as it was made
+        print(f"Warning: the measured offset was not fixed. {result.offset_problem}", file=sys.stderr)
     if not args.quiet:
         print(f"Face detector: {result.detector_label}", file=sys.stderr)
         if result.score is not None:

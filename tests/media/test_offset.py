@@ -132,3 +132,23 @@ def test_auto_shifts_the_results_sound_by_the_measured_offset(engine, face_photo
         assert "left as it is: its confidence 2.90 is under 3" in stats
     else:
         assert "Measured offset 0: nothing to fix" in stats
+
+
+def test_an_offset_that_cannot_be_fixed_keeps_its_score_and_says_so(engine, face_photo, sound, tmp_path, monkeypatch):
+    """The remux that would fix a confident offset fails (a full disk, say): the video stays as made, its score
+    stands, and the offset's clause says why it was not fixed, not that the sync went unscored or was unsure."""
+    import lipsync.engine
+    import lipsync.scoring.job
+
+    def full_disk(*args, **kwargs):
+        raise LipSyncError("No space left on the device.")
+
+    monkeypatch.setattr(lipsync.engine, "shared_syncnet", lambda *args, **kwargs: "a stand-in network")
+    monkeypatch.setattr(lipsync.scoring.job, "score_video", lambda *args, **kwargs: stand_in_score(2, 5.0))
+    monkeypatch.setattr(lipsync.scoring.job, "remux_shifted_sound", full_disk)
+    result, _ = run_job(engine, face_photo, sound, tmp_path / "auto.mp4", monkeypatch, audio_offset="auto")
+    assert result.score is not None and not result.score_problem and result.offset_fixed_ms == 0
+    assert result.offset_problem == "No space left on the device."
+    assert result.offset_clause == "measured offset +2 frames not fixed: No space left on the device."
+    assert "not scored" not in result.summary() and "LSE-C **5.00**" in result.stats_markdown()
+    assert probe_media(result.outfile).has_audio
