@@ -253,8 +253,8 @@ PRECISION_LABELS = {"auto": "Automatic", "fp32": "fp32 (exact)", "bf16": "bf16 (
 
 @contextlib.contextmanager
 def serving_here(checkpoint: Path, work: Path, stream_result: bool = True) -> Iterator[tuple[str, object]]:
-    """The web app served from this process (as `python app.py` serves it), so its live sessions' traces and its
-    handlers' timings can be read: (url, the WebApp)."""
+    """The web app served from this process (WebApp.start: as `python app.py` serves it), so its live sessions'
+    traces and its handlers' timings can be read: (url, the WebApp). Measured once its warm-up is done."""
     from app_server import free_port
 
     os.environ.update(LIPSYNC_CHECKPOINT=str(checkpoint), LIPSYNC_OUTPUT_DIR=str(work / "out-here"),
@@ -263,12 +263,9 @@ def serving_here(checkpoint: Path, work: Path, stream_result: bool = True) -> It
 
     config = AppConfig.from_environment()
     web = WebApp(config.with_changes(stream_result=config.stream_result and stream_result))
-    demo = web.build()
-    demo.queue()
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    web.live.mount(demo.app)
-    web.warm_up()  # as WebApp.serve does, on its own thread, once the server is up
+    demo = web.start("127.0.0.1", port, quiet=True)
+    web.warm_up()  # waits for the models the server's own warm-up thread is loading (built once, shared)
     try:
         yield f"http://127.0.0.1:{port}/", web
     finally:

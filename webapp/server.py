@@ -56,6 +56,11 @@ class WebApp:
 
     def serve(self, host: str, port: int, share: bool = False, mcp: bool = False) -> None:
         """Build the page, start the cleaner, and serve until stopped."""
+        self.start(host, port, share=share, mcp=mcp).block_thread()
+
+    def start(self, host: str, port: int, share: bool = False, mcp: bool = False, quiet: bool = False) -> gr.Blocks:
+        """Everything `serve` does, returning once the server is up (bench/live_bench.py serves the app this way in
+        its own process, to read the sessions' traces)."""
         demo = self.build()
         self.folders.start_cleaner(lambda: kept_files(demo))
         # Every event through the queue (api_open=False: a direct POST would skip it, and its limits, off Spaces).
@@ -63,11 +68,11 @@ class WebApp:
                    api_open=False)
         demo.launch(server_name=host, server_port=port, share=share, max_file_size=self.config.max_upload,
                     allowed_paths=[str(EXAMPLES), str(app_dir(self.config.output_root))], mcp_server=mcp,
-                    prevent_thread_lock=True)
+                    prevent_thread_lock=True, quiet=quiet)
         self.live.mount(demo.app)  # the live page's two routes, on Gradio's own server
         if not self.config.zero_gpu:  # the model ready before the first click (on ZeroGPU, `prepare` loaded it)
             threading.Thread(target=self.warm_up, name="lipsync-warm-up", daemon=True).start()
-        demo.block_thread()
+        return demo
 
     def warm_up(self) -> None:
         """Load the page's default model and face detector now, so that the first job starts at once: a first
