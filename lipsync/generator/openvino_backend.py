@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import threading
 import time
@@ -54,14 +53,29 @@ class OpenVINOBackend:
         self.ran = precision  # what the compiled model computes in: bf16 asked can be fp32 on an older CPU
         self._compiled: dict[int, list] = {}  # chunk size -> one infer request per stream
         self._lock = threading.Lock()  # the requests are shared: one batch at a time
+        self.made = ""  # how the model came to be: from the disk cache, built now, ... ('' until described)
         self.reason = ""
+
+    def describe(self, made: str) -> None:
+        """Word `reason` from what this backend holds: OpenVINO's version, what it computes in (bf16 asked runs in
+        fp32 on a CPU without bf16 arithmetic), its streams and threads, and `made`."""
+        import openvino as ov
+
+        self.made = made
+        arithmetic = self.ran if self.ran == self.precision else \
+            f"{self.ran} (this CPU has no {self.precision} arithmetic)"
+        per_stream = max(1, self.threads // self.streams)
+        self.reason = (f"OpenVINO {ov.__version__.split('-')[0]} {arithmetic}, {self.streams} "
+                       f"stream{'s' if self.streams > 1 else ''} x {per_stream} thread{'s' if per_stream > 1 else ''}, "
+                       f"{made}")
 
     def single_stream(self) -> "OpenVINOBackend":
         """This model compiled as one stream on all the threads: a single face runs on every core (a live session's
         frame of speech), where two streams give each face one core (a job's batches, split over both)."""
         backend = OpenVINOBackend(self.ov_model, self.core, self.threads, 1, self.precision)
-        threads = f"1 stream x {self.threads} thread{'s' if self.threads > 1 else ''}"
-        backend.reason = re.sub(r"\d+ streams? x \d+ threads?", threads, self.reason)
+        backend.ran = self.ran
+        if self.reason:
+            backend.describe(self.made)
         return backend
 
     def requests(self, chunk: int) -> list:
@@ -192,9 +206,5 @@ def load_openvino(network: LazyModel, warm_batch: int = 8, timings: dict[str, fl
     if sha is not None and made.state != "cached":
         remove_superseded(root, sha)
     backend = made.value
-    arithmetic = backend.ran if backend.ran == precision else f"{backend.ran} (this CPU has no {precision} arithmetic)"
-    per_stream = max(1, threads // backend.streams)
-    state = made.state + (", not compared with PyTorch (not installed)" if unchecked else "")
-    backend.reason = (f"OpenVINO {ov.__version__.split('-')[0]} {arithmetic}, {backend.streams} streams x "
-                      f"{per_stream} thread{'s' if per_stream > 1 else ''}, {state}")
+    backend.describe(made.state + (", not compared with PyTorch (not installed)" if unchecked else ""))
     return backend
