@@ -77,6 +77,11 @@ def test_good_download_lands_in_weights(monkeypatch, tmp_path):
     assert (tmp_path / "tiny.pth").read_bytes() == payload
 
 
+def test_this_checkout_keeps_its_weights_in_its_own_weights_folder():
+    """What run.sh, the Space and the README rely on: the package of a checkout finds weights/ beside it."""
+    assert weights.default_weights_dir() == Path(__file__).resolve().parents[1] / "weights"
+
+
 def test_weights_folder_of_a_checkout_and_of_an_installed_package(tmp_path):
     checkout = tmp_path / "repo"
     (checkout / "lipsync").mkdir(parents=True)

@@ -27,7 +27,7 @@ from ..storage.files import sha256_file
 log = logging.getLogger(__name__)
 
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lipsync/ (this module is lipsync/weights/locate.py)
 
 
 def default_weights_dir(package_dir: Path = PACKAGE_DIR) -> Path:
